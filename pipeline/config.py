@@ -1,0 +1,164 @@
+"""Typed, validated parameters.
+
+Every stage reads ``params.yaml`` through :func:`load_params`; an unknown key or a value out of range
+stops the stage with a message naming the key (architecture.md, "Parameters").
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable, or has a bad key/value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalSource(_Strict):
+    # Directory holding the user's own files. It is a DVC dependency of `download`, so editing a file
+    # there re-runs the pipeline. Paths inside it are given relative to it.
+    dir: str = "data/local"
+    # "sequences": LC-Rec/LETTER layout, <name>.inter.json = {user: [item, ...]} (chronological) and an
+    # optional <name>.item.json = {item: {title, description, ...}}.
+    # "table": an interactions table (CSV/TSV/Parquet/JSONL) with user, item and timestamp columns, and
+    # an optional items table keyed by the same item column.
+    format: Literal["sequences", "table"] = "sequences"
+    name: str = ""
+    interactions: str = ""
+    items: str = ""
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    time_column: str = "timestamp"
+
+
+class DataParams(_Strict):
+    source: Literal["movielens-100k", "amazon2023", "amazon2018", "amazon2014", "local"] = "movielens-100k"
+    # Amazon category as spelled in the release's file names (datasets.md).
+    category: str = "Industrial_and_Scientific"
+    # amazon2023: raw review file + metadata (reproduces the 5-core counts through `filter`), or the
+    # official 5-core rating-only CSV + metadata (smaller download, same counts).
+    amazon2023_files: Literal["raw_reviews", "benchmark_5core"] = "benchmark_5core"
+    # amazon2018: the 5-core review file, or the ratings-only CSV (LC-Rec's starting point).
+    amazon2018_files: Literal["reviews_5core", "ratings"] = "reviews_5core"
+    local: LocalSource = LocalSource()
+    # Mirror roots, tried in order (datasets.md).
+    mirrors: dict[str, list[str]] = Field(default_factory=dict)
+    timeout_s: float = Field(30.0, gt=0)
+    retries: int = Field(3, ge=0, le=20)
+
+    @property
+    def dataset_name(self) -> str:
+        """The name runs and reports use for this dataset (one MLflow experiment per dataset)."""
+        if self.source == "movielens-100k":
+            return "movielens-100k"
+        if self.source == "local":
+            return f"local-{self.local.name or Path(self.local.interactions).stem or 'data'}"
+        return f"{self.source}-{self.category}"
+
+
+class FilterParams(_Strict):
+    # Iterative k-core on users and items (methods.md §1: 5 in every paper).
+    k: int = Field(5, ge=1)
+    # Most recent items kept as history (methods.md §1: 20 for TIGER/DECOR/DiscRec/LETTER, 50 ETEGRec).
+    max_history: int = Field(20, ge=1)
+    # Malformed lines (unparseable JSON/CSV) are skipped and counted; more than this stops the stage.
+    max_bad_lines: int = Field(1000, ge=0)
+    # LC-Rec's processing drops items without metadata before k-core (datasets.md, Amazon 2018);
+    # the official Amazon 2023 5-core files keep them. Off by default.
+    require_metadata: bool = False
+
+
+class TemplateParams(_Strict):
+    # Fields in order. DECOR's framework uses title, features, categories, description (datasets.md);
+    # genres and year describe MovieLens. Fields absent from the items table are skipped.
+    fields: list[str] = ["title", "features", "categories", "description", "genres", "year"]
+    separator: str = " "  # between fields (DECOR: a space)
+    field_end: str = "."  # appended to a field that does not end a sentence (DECOR: each field ends with ".")
+    field_labels: bool = False  # "title: ..." prefixes; our choice: off, as in DECOR
+    max_words_per_field: int = Field(0, ge=0)  # 0 keeps whole fields; the encoder truncates tokens anyway
+    max_chars: int = Field(0, ge=0)  # 0 = no cut of the joined text
+
+
+class EmbedParams(_Strict):
+    # Offline default (all-MiniLM-L6-v2, 384-d, shipped in a PyPI wheel). The papers' encoder is
+    # sentence-transformers/sentence-t5-base (768-d, needs the model hub or a local copy).
+    model: str = "packaged:all-MiniLM-L6-v2"
+    template: TemplateParams = TemplateParams()
+    batch_size: int = Field(64, ge=1)
+    max_seq_length: int = Field(256, ge=0)  # encoder token limit; 0 keeps the model's own
+    # L2-normalise the vectors (on top of the model: all-MiniLM-L6-v2 already ends with a Normalize layer,
+    # sentence-t5-base does too); our choice, as the RQ-VAE then sees vectors of one scale.
+    normalize: bool = True
+    device: str = "auto"
+
+
+class TokenizeParams(_Strict):
+    # RQ-VAE (methods.md §3). Encoder MLP hidden sizes: TIGER 768->512->256->128->e.
+    hidden: list[int] = [512, 256, 128]
+    # e = 128 = the recommender width: DECOR uses the frozen codebooks as token embeddings, and TIGER
+    # must share the same IDs for a fair comparison. TIGER's paper uses e = 32 (a params change).
+    code_dim: int = Field(128, ge=1)
+    levels: int = Field(3, ge=1, le=8)  # L = 3 (TIGER)
+    codebook_size: int = Field(256, ge=2)  # K = 256 (TIGER)
+    beta: float = Field(0.25, ge=0)  # commitment weight (TIGER)
+    # Sum over dimensions (TIGER's ||z - z_hat||^2) or mean: decides whether codebooks collapse.
+    recon_reduction: Literal["sum", "mean"] = "sum"
+    # Move codes no item uses onto random residuals after each epoch (Jukebox/SoundStream). Our choice,
+    # off in TIGER (false = TIGER's setting): without it level 1 collapses to a few codes on small
+    # catalogues (MovieLens-100K: 1 code of 256 after 20 epochs).
+    dead_code_restart: bool = True
+    # TIGER: 20k epochs, batch 1024, Adagrad lr 0.4; others AdamW lr 1e-3, wd 1e-4 (methods.md §3).
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    optimizer: Literal["adamw", "adagrad"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    device: str = "auto"
+
+
+class Params(_Strict):
+    # Shared seed (DECOR appendix: 2025).
+    seed: int = 2025
+    data: DataParams = DataParams()
+    filter: FilterParams = FilterParams()
+    embed: EmbedParams = EmbedParams()
+    tokenize: TokenizeParams = TokenizeParams()
+    # Sections of later stages are validated by their own stages; accepted here as-is.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid parameters:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check its spelling against params.yaml's comments)")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: not found (run the stage from the repository root)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    return params_from_dict(raw, path)
+
+
+def params_from_dict(raw: dict, path: str | Path = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(_format_error(Path(path), exc)) from None

@@ -1,0 +1,124 @@
+"""Prefect flows: each DVC stage runs as one flow whose sub-steps are tasks.
+
+Prefect's result caching stays off (``NO_CACHE``): DVC alone decides what is stale. Set
+``GENREC_ORCHESTRATOR=none`` to run the same steps as plain function calls (no Prefect server; the
+tests use this), and ``PREFECT_API_URL`` to report to a running ``prefect server start`` instead of
+the temporary server Prefect otherwise starts in every process (README, "Orchestration").
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from pipeline.config import Params, ParamsError
+from pipeline.data.download import DownloadError, NetworkUnavailable, RemoteFile, download, fetch_from_mirrors
+from pipeline.data.prepare import prepare
+from pipeline.data.readers import DataError
+from pipeline.semantic_ids import SemanticIdError
+from pipeline.text import EmbedError
+
+# MethodError (a bad methods.* block) is a ParamsError.
+USER_ERRORS = (ParamsError, DataError, DownloadError, EmbedError, SemanticIdError)
+
+# The machines this runs on often have no internet: Prefect's telemetry would only log failures.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Flow parameters such as a `log` callable have no JSON schema; Prefect only needs it for its UI form.
+warnings.filterwarnings("ignore", message=".*is not JSON serializable.*")
+
+
+def orchestrated() -> bool:
+    return os.environ.get("GENREC_ORCHESTRATOR", "prefect") != "none"
+
+
+def as_task(fn: Callable | None = None, **options):
+    """A Prefect task (no result caching) when orchestrated, else the function itself."""
+    if fn is None:
+        return functools.partial(as_task, **options)
+    if not orchestrated():
+        return fn
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return task(fn, cache_policy=NO_CACHE, **options)
+
+
+def as_flow(fn: Callable | None = None, **options):
+    if fn is None:
+        return functools.partial(as_flow, **options)
+    if not orchestrated():
+        return fn
+    from prefect import flow
+
+    return flow(fn, log_prints=True, validate_parameters=False, **options)
+
+
+def _retryable(task, task_run, state) -> bool:
+    """Retry a failed download unless no mirror could be reached at all (then fail at once)."""
+    return not isinstance(getattr(state, "data", None), NetworkUnavailable)
+
+
+def download_flow(params: Params, raw_dir: Path) -> dict:
+    fetch_task = as_task(fetch_from_mirrors, name="fetch", retries=params.data.retries,
+                         retry_delay_seconds=[2, 10, 30], retry_condition_fn=_retryable)
+
+    def fetch(rf: RemoteFile, mirrors, out, timeout):
+        return fetch_task(rf, mirrors, out, timeout)
+
+    return as_flow(download, name="download")(params.data, raw_dir, fetch=fetch)
+
+
+def filter_flow(params: Params, raw_dir: Path, out_dir: Path) -> dict:
+    return as_flow(prepare, name="filter")(params, raw_dir, out_dir)
+
+
+def embed_flow(params: Params, items_path: Path, out_dir: Path) -> dict:
+    from pipeline.text import embed_items
+
+    return as_flow(embed_items, name="embed")(params, items_path, out_dir)
+
+
+def tokenize_flow(params: Params, embeddings: Path, out_dir: Path, curve: Path, on_epoch=None) -> dict:
+    from pipeline.tokenizer_stages import tokenize
+
+    def progress(epoch: int, metrics: dict) -> None:
+        if on_epoch:
+            on_epoch(epoch, metrics)
+        every = max(1, params.tokenize.epochs // 20)
+        if epoch % every == 0 or epoch == params.tokenize.epochs:  # a readable log: ~20 lines per run
+            print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+
+    return as_flow(tokenize, name="tokenize")(params, embeddings, out_dir, curve, on_epoch=progress)
+
+
+def semantic_ids_flow(params: Params, embeddings: Path, rqvae_dir: Path, out_dir: Path) -> dict:
+    from pipeline.tokenizer_stages import semantic_ids
+
+    return as_flow(semantic_ids, name="semantic_ids")(params, embeddings, rqvae_dir, out_dir)
+
+
+def train_flow(params: Params, method: str, out_dir: Path, on_epoch=None):
+    from pipeline.experiment import train_method
+
+    return as_flow(train_method, name=f"train-{method}")(params, method, out_dir, on_epoch=on_epoch)
+
+
+def evaluate_flow(params: Params, method: str, model_dir: Path, out_dir: Path) -> dict:
+    from pipeline.experiment import evaluate_method
+
+    return as_flow(evaluate_method, name=f"evaluate-{method}")(params, method, model_dir, out_dir)
+
+
+def run_stage(name: str, body: Callable[[], None]) -> None:
+    """Run a stage's body; a user error prints its message (no traceback) and exits with status 1."""
+    t0 = time.perf_counter()
+    try:
+        body()
+    except USER_ERRORS as exc:
+        print(f"\n[{name}] error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(f"[{name}] done in {time.perf_counter() - t0:.1f}s")

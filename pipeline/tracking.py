@@ -1,0 +1,107 @@
+"""MLflow tracking: one experiment per dataset, one SQLite store at a fixed absolute path.
+
+``dvc exp run --queue`` runs stages in a temporary copy of the repository inside its ``.dvc`` folder (``tmp``, then ``exps``);
+the store location is resolved to the original repository root so queued experiments land in the
+same store as ``dvc repro`` (architecture.md, "Tracking"). ``MLFLOW_TRACKING_URI`` overrides it.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+STORE_NAME = "mlruns.db"
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The project root, seen through DVC's temporary experiment copies."""
+    here = (start or Path.cwd()).resolve()
+    parts = here.parts
+    for i in range(len(parts) - 3):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    for p in (here, *here.parents):
+        if (p / "dvc.yaml").exists() or (p / ".dvc").is_dir():
+            return p
+    return here
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / STORE_NAME}"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = str(v)[:500]
+    return out
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, dataset: str, params: dict, run_name: str | None = None,
+              run_id: str | None = None) -> Iterator[object]:
+    """An MLflow run for one stage, tagged with the DVC stage, the git commit and the dataset.
+
+    ``run_id`` continues an existing run (a method's evaluate stage adds to its train stage's run).
+
+    Tracking is skipped when ``GENREC_TRACKING=0`` (unit tests of stages); then a stand-in with the
+    same logging methods is yielded.
+    """
+    if os.environ.get("GENREC_TRACKING", "1") == "0":
+        yield _NoTracking()
+        return
+    import logging
+
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(dataset)
+    if run_id and mlflow.get_experiment_by_name(dataset) is None:
+        run_id = None
+    try:
+        run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=run_name or stage)
+    except mlflow.exceptions.MlflowException:  # the run was deleted or lives in another store
+        run = mlflow.start_run(run_name=run_name or stage)
+    with run:
+        tags = {"git.commit": git_commit(), "dataset": dataset}
+        tags["dvc.stage" if not run_id else f"dvc.stage.{stage.split('@')[0]}"] = stage
+        mlflow.set_tags(tags)
+        mlflow.log_params(flatten(params))
+        yield _Run(mlflow)
+
+
+def metric_name(key: str) -> str:
+    """MLflow allows no "@" in names: recall@10 is logged as recall_at_10 (DVC files keep recall@10)."""
+    return key.replace("@", "_at_")
+
+
+class _Run:
+    """The MLflow module, with metric names made valid for it."""
+
+    def __init__(self, mlflow):
+        self._mlflow = mlflow
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        self._mlflow.log_metrics({metric_name(k): float(v) for k, v in metrics.items()}, step=step)
+
+    def __getattr__(self, name):
+        return getattr(self._mlflow, name)
+
+
+class _NoTracking:
+    def __getattr__(self, name):
+        return lambda *a, **k: None

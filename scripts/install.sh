@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Creates .venv (if absent) and installs the pipeline into it.
+# torch comes first and explicitly: a plain `pip install torch` on Linux pulls the CUDA build
+# (several GB). On a machine without an NVIDIA driver we ask for the CPU build 2.13.0+cpu: a local
+# wheel or a configured find-links serves it where there is one, and PyTorch's CPU index otherwise.
+# With a GPU (nvidia-smi works) the default PyPI build, which bundles CUDA, is what we want.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip"
+$PIP install --quiet --upgrade pip
+if .venv/bin/python -c "import torch" 2>/dev/null; then
+  echo "torch already installed: $(.venv/bin/python -c 'import torch; print(torch.__version__)')"
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+  $PIP install "torch==2.13.0"
+else
+  $PIP install "torch==2.13.0+cpu" 2>/dev/null \
+    || $PIP install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
+fi
+$PIP install --quiet -e ".[bench]"
+echo "installed: activate with '. .venv/bin/activate'"
