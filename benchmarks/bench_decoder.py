@@ -1,0 +1,118 @@
+"""Constrained decoding: our vectorised beam search vs Hugging Face `generate` with
+`prefix_allowed_tokens_fn` over a Python trie, on the same model, users and beam size.
+
+Uses the trained TIGER of the pipeline (data/models/<method>, data/processed/semantic_ids and the
+test split) when present, otherwise a TIGER of the default size with random weights on synthetic IDs.
+Prints whether the top-K lists are identical and the speed-up factor. Runs unchanged on CUDA.
+
+    python benchmarks/bench_decoder.py --users 256 --beam 20
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.models.tiger import BOS, Tiger, TigerConfig
+from pipeline.recdata import Split, load_split
+from pipeline.training import load_weights
+
+
+def trained_or_random(method: str, n_users: int, seed: int):
+    model_dir = Path("data/models") / method
+    if (model_dir / "best.safetensors").exists():
+        from pipeline.methods import build_model
+
+        cfg = json.loads((model_dir / "config.json").read_text())
+        model = build_model(method, cfg["block"], cfg["max_history"])
+        load_weights(model, model_dir / "best.safetensors")
+        return model, load_split("data/interim/sequences/test.parquet"), f"trained {method} from {model_dir}"
+    rng = np.random.default_rng(seed)
+    n_items, K = 12_000, 256
+    codes = np.unique(np.column_stack([rng.zipf(1.5, n_items * 2) % K for _ in range(3)]), axis=0)[:n_items]
+    codes = np.column_stack([codes, np.zeros(len(codes), dtype=np.int64)])
+    torch.manual_seed(seed)
+    model = Tiger(TigerConfig(n_items=len(codes), depth=4, codebook_size=K), torch.as_tensor(codes))
+    lengths = rng.integers(3, 21, n_users)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    split = Split(np.arange(n_users), offsets, rng.integers(0, len(codes), offsets[-1]), rng.integers(0, len(codes), n_users))
+    return model, split, "randomly initialised TIGER (default size) on synthetic IDs (no trained model found)"
+
+
+def python_trie(item_tokens: torch.Tensor) -> dict:
+    root: dict = {}
+    for row in item_tokens.tolist():
+        node = root
+        for tok in row:
+            node = node.setdefault(tok, {})
+    return root
+
+
+def hf_generate(model: Tiger, batch, beam: int, trie: dict) -> tuple[np.ndarray, np.ndarray]:
+    def allowed(batch_id, input_ids):
+        node = trie
+        for tok in input_ids.tolist()[1:]:  # skip BOS
+            node = node.get(tok, {})
+        return list(node.keys())
+
+    out = model.t5.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=beam,
+                            num_return_sequences=beam, max_new_tokens=model.config.depth, do_sample=False,
+                            decoder_start_token_id=BOS, prefix_allowed_tokens_fn=allowed, length_penalty=0.0,
+                            early_stopping=True, output_scores=True, return_dict_in_generate=True)
+    lookup = {tuple(r): i for i, r in enumerate(model.item_tokens.tolist())}
+    seqs = out.sequences[:, 1:].tolist()
+    items = np.array([lookup.get(tuple(s), -1) for s in seqs]).reshape(-1, beam)
+    return items, out.sequences_scores.float().cpu().numpy().reshape(-1, beam)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--method", default="tiger")
+    ap.add_argument("--users", type=int, default=256)
+    ap.add_argument("--beam", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    model, split, what = trained_or_random(args.method, args.users, args.seed)
+    device = torch.device(args.device)
+    model.to(device).eval()
+    idx = np.arange(min(args.users, len(split)))
+    batches = [model.make_batch(split, idx[i : i + args.batch_size], device) for i in range(0, len(idx), args.batch_size)]
+    trie = python_trie(model.item_tokens.cpu())
+    print(f"{what}; {len(idx)} users, beam {args.beam}, batch {args.batch_size}, device {device}, "
+          f"{model.config.n_items:,} items")
+
+    def timed(fn):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        result = [fn(b) for b in batches]
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return result, time.perf_counter() - t
+
+    with torch.no_grad():
+        model.beam_search(batches[0], args.beam)  # warm-up (allocator, thread pools) for both sides
+        hf_generate(model, batches[0], args.beam, trie)
+        ours, t_ours = timed(lambda b: model.beam_search(b, args.beam))
+        theirs, t_hf = timed(lambda b: hf_generate(model, b, args.beam, trie))
+    ours_items = np.concatenate([o[0].cpu().numpy() for o in ours])
+    ours_scores = np.concatenate([o[1].float().cpu().numpy() for o in ours])
+    hf_items = np.concatenate([h[0] for h in theirs])
+    hf_scores = np.concatenate([h[1] for h in theirs])
+    same_lists = float((ours_items == hf_items).all(axis=1).mean())
+    same_top10 = float((ours_items[:, :10] == hf_items[:, :10]).all(axis=1).mean())
+    score_gap = float(np.abs(ours_scores - hf_scores).max())
+    print(f"identical top-{args.beam} lists: {same_lists:.1%} of users (top-10: {same_top10:.1%}); "
+          f"max |score difference| {score_gap:.2e}")
+    print(f"ours: {t_ours:.2f} s ({len(idx) / t_ours:.0f} users/s); HF generate + Python trie: {t_hf:.2f} s "
+          f"({len(idx) / t_hf:.0f} users/s); speed-up x{t_hf / t_ours:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Builds a method's model from its params block and the shared inputs (one place per idea: the
+methods differ only in the model they build; data, trainer, decoder and evaluator are shared)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from pipeline.config import ParamsError
+from pipeline.models.base import Recommender
+
+SEQUENCES = Path("data/interim/sequences")
+SEMANTIC_IDS = Path("data/processed/semantic_ids")
+GENERATIVE = {"tiger"}
+KNOWN = GENERATIVE | {"sasrec", "popularity"}
+BLOCK_KEYS = {"model", "input", "backbone", "train", "device"}
+
+
+class MethodError(ParamsError):
+    """A methods.<name> block of params.yaml that cannot be built."""
+
+
+def check_block(name: str, block: dict) -> dict:
+    if not isinstance(block, dict) or "model" not in block:
+        raise MethodError(f"params.yaml: methods.{name} needs a 'model' key (one of {sorted(KNOWN)})")
+    if block["model"] not in KNOWN:
+        raise MethodError(f"params.yaml: methods.{name}.model = {block['model']!r}; known models: {sorted(KNOWN)}")
+    unknown = set(block) - BLOCK_KEYS
+    if unknown:
+        raise MethodError(f"params.yaml: methods.{name}: unknown key(s) {sorted(unknown)}; allowed: {sorted(BLOCK_KEYS)}")
+    return block
+
+
+def load_item_codes(sid_dir: Path = SEMANTIC_IDS) -> tuple[torch.Tensor, int]:
+    """(N, D) codes in item-id order and the codebook size K."""
+    table = pq.read_table(sid_dir / "ids.parquet").sort_by("item_id")
+    code_cols = [c for c in table.column_names if c != "item_id"]
+    codes = torch.as_tensor(np.stack([table[c].to_numpy() for c in code_cols], axis=1).astype(np.int64))
+    meta = json.loads((sid_dir / "meta.json").read_text())
+    return codes, int(meta["codebook_size"])
+
+
+def n_items(seq_dir: Path = SEQUENCES) -> int:
+    return pq.ParquetFile(seq_dir / "items.parquet").metadata.num_rows
+
+
+def build_model(name: str, block: dict, max_history: int, seq_dir: Path = SEQUENCES,
+                sid_dir: Path = SEMANTIC_IDS) -> Recommender:
+    block = check_block(name, block)
+    kind = block["model"]
+    backbone = dict(block.get("backbone") or {})
+    if kind == "tiger":
+        from pipeline.models.tiger import Tiger, TigerConfig
+
+        codes, K = load_item_codes(sid_dir)
+        try:
+            config = TigerConfig.from_dict({"n_items": codes.shape[0], "depth": codes.shape[1], "codebook_size": K,
+                                            "max_history": max_history, **backbone})
+        except ValueError as exc:
+            raise MethodError(f"params.yaml: methods.{name}.backbone: {exc}") from None
+        return Tiger(config, codes)
+    if kind == "sasrec":
+        from pipeline.models.sasrec import from_params
+
+        try:
+            return from_params({"max_len": max_history, **backbone}, n_items(seq_dir))
+        except ValueError as exc:
+            raise MethodError(f"params.yaml: methods.{name}.backbone: {exc}") from None
+    from pipeline.models.popularity import MostPopular
+
+    return MostPopular(n_items(seq_dir))
+
+
+def fingerprint(*parts) -> str:
+    """Hash of settings and input files: a checkpoint is resumed only by the run that wrote it."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, Path):
+            for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+                if f.is_file():
+                    h.update(f.name.encode())
+                    h.update(f.read_bytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()

@@ -1,0 +1,43 @@
+"""Recall@K, NDCG@K and invalid@K over ranked item lists (methods.md §1).
+
+Full ranking, item-level matching, averaged over all users (sum / number of users). A ranked list
+holds item ids; ``-1`` marks a slot with no valid item (a beam that is not a real item, or a list
+shorter than K): it can never match, and its share is ``invalid@K``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+INVALID = -1
+
+
+def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """1-based rank of each target in its list, 0 when absent. ``ranked``: (U, N) item ids."""
+    hits = ranked == targets[:, None]
+    hits &= ranked != INVALID
+    any_hit = hits.any(axis=1)
+    return np.where(any_hit, hits.argmax(axis=1) + 1, 0)
+
+
+def ranking_metrics(ranked: np.ndarray, targets: np.ndarray, ks=(5, 10)) -> dict[str, float]:
+    ranks = target_ranks(ranked, targets)
+    n = len(targets)
+    out: dict[str, float] = {}
+    for k in ks:
+        if ranked.shape[1] < k:
+            raise ValueError(f"ranked lists have {ranked.shape[1]} items, fewer than K={k}: raise the beam size")
+        hit = (ranks >= 1) & (ranks <= k)
+        out[f"recall@{k}"] = float(hit.sum() / n)
+        out[f"ndcg@{k}"] = float((hit / np.log2(np.maximum(ranks, 1) + 1)).sum() / n)
+        out[f"invalid@{k}"] = float((ranked[:, :k] == INVALID).sum() / (n * k))
+    return out
+
+
+def mask_seen(ranked: np.ndarray, seen: list[np.ndarray]) -> np.ndarray:
+    """Drop each user's already-seen items from their list (RecBole's policy; off in the papers),
+    shifting later items up and padding with INVALID."""
+    out = np.full_like(ranked, INVALID)
+    for u, (row, s) in enumerate(zip(ranked, seen)):
+        keep = row[~np.isin(row, s)]
+        out[u, : len(keep)] = keep
+    return out

@@ -1,0 +1,233 @@
+"""TIGER (methods.md §4): a T5 encoder-decoder that generates the next item's semantic ID.
+
+Vocabulary: PAD, EOS, BOS, then one token per (level, code): ``3 + level * K + code`` for the L learned
+levels and the collision level. Encoder input: the history items' IDs concatenated, then EOS.
+Decoder input ``[BOS, c_1, .., c_L]``, targets ``[c_1, .., c_L, c_dup]``. The backbone is Hugging Face's
+T5 (a custom transformer is how a public re-implementation lost a factor of 6 in recall).
+
+Embeddings are computed by two methods, ``embed_encoder`` and ``embed_decoder``, and passed to T5 as
+``inputs_embeds``; methods that change only the embedding layer (DECOR, DiscRec) override those.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import T5Config, T5ForConditionalGeneration
+
+from pipeline.decoding import PrefixIndex, constrained_beam_search
+from pipeline.models.base import Recommender
+from pipeline.recdata import Split
+
+PAD, EOS, BOS, FIRST_CODE = 0, 1, 2, 3
+
+
+@dataclass
+class TigerConfig:
+    n_items: int
+    depth: int  # ID length: L learned levels + the collision level
+    codebook_size: int  # K
+    max_history: int = 20  # methods.md §1
+    # T5 sizes of methods.md §4 (TIGER): 4+4 layers, d_model 128, 6 heads x 64, FFN 1024, ReLU, dropout 0.1.
+    d_model: int = 128
+    num_layers: int = 4
+    num_decoder_layers: int = 4
+    num_heads: int = 6
+    d_kv: int = 64
+    d_ff: int = 1024
+    dropout: float = 0.1
+    feed_forward_proj: str = "relu"
+
+    @property
+    def vocab_size(self) -> int:
+        return FIRST_CODE + self.depth * self.codebook_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TigerConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TIGER setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def code_tokens(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """(N, D) codes -> (N, D) vocabulary tokens."""
+    levels = torch.arange(codes.shape[1], device=codes.device)
+    return FIRST_CODE + levels * codebook_size + codes.long()
+
+
+class Tiger(Recommender):
+    def __init__(self, config: TigerConfig, item_codes: torch.Tensor):
+        super().__init__()
+        if item_codes.shape != (config.n_items, config.depth):
+            raise ValueError(f"item codes have shape {tuple(item_codes.shape)}, expected "
+                             f"({config.n_items}, {config.depth})")
+        self.config = config
+        self.t5 = T5ForConditionalGeneration(T5Config(
+            vocab_size=config.vocab_size, d_model=config.d_model, d_kv=config.d_kv, d_ff=config.d_ff,
+            num_layers=config.num_layers, num_decoder_layers=config.num_decoder_layers, num_heads=config.num_heads,
+            dropout_rate=config.dropout, feed_forward_proj=config.feed_forward_proj,
+            pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=BOS,
+        ))
+        self.register_buffer("item_codes", item_codes.long().clone(), persistent=False)
+        self.register_buffer("item_tokens", code_tokens(item_codes, config.codebook_size), persistent=False)
+        self._index: PrefixIndex | None = None
+
+    # ----- inputs ---------------------------------------------------------------------------------
+    def make_batch(self, split: Split, idx: np.ndarray, device) -> dict[str, torch.Tensor]:
+        hist, lengths = split.histories(idx, self.config.max_history)
+        hist = torch.as_tensor(hist, device=self.item_tokens.device)
+        lengths = torch.as_tensor(lengths, device=self.item_tokens.device)
+        D = self.config.depth
+        tokens = self.item_tokens[hist.clamp(min=0)]  # (B, H, D)
+        tokens = tokens.masked_fill((hist < 0)[..., None], PAD).reshape(len(idx), -1)
+        tokens = torch.cat([tokens, torch.full_like(tokens[:, :1], PAD)], dim=1)
+        n_real = lengths * D
+        tokens.scatter_(1, n_real[:, None], EOS)
+        tokens = tokens[:, : int(n_real.max()) + 1]  # pad to the longest history of this batch only
+        mask = torch.arange(tokens.shape[1], device=tokens.device)[None, :] <= n_real[:, None]
+        target = torch.as_tensor(split.targets[idx], device=tokens.device)
+        batch = {"input_ids": tokens, "attention_mask": mask.long(), "target": target,
+                 "labels": self.item_tokens[target]}
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def embed_encoder(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.t5.shared(batch["input_ids"])
+
+    def embed_decoder(self, tokens: torch.Tensor, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        """Embeddings of decoder input ``tokens`` (B', T); ``step`` is the position of their first token."""
+        return self.t5.shared(tokens)
+
+    # ----- training -------------------------------------------------------------------------------
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        labels = batch["labels"]
+        dec_in = torch.cat([torch.full_like(labels[:, :1], BOS), labels[:, :-1]], dim=1)
+        out = self.t5(inputs_embeds=self.embed_encoder(batch), attention_mask=batch["attention_mask"],
+                      decoder_inputs_embeds=self.embed_decoder(dec_in, batch, 0), use_cache=False)
+        return out.logits
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.logits(batch)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch["labels"].reshape(-1))
+
+    # ----- inference ------------------------------------------------------------------------------
+    def prefix_index(self) -> PrefixIndex:
+        if self._index is None or self._index.sorted_keys.device != self.item_codes.device:
+            self._index = PrefixIndex(self.item_codes, self.config.codebook_size)
+        return self._index
+
+    @torch.no_grad()
+    def rank(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
+        items, _ = self.beam_search(batch, beam_size=k)
+        return items
+
+    @torch.inference_mode()
+    def beam_search(self, batch: dict[str, torch.Tensor], beam_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Constrained beam search (pipeline.decoding) driven by :class:`IncrementalT5Decoder`."""
+        K = self.config.codebook_size
+        B = batch["input_ids"].shape[0]
+        mask = batch["attention_mask"]
+        encoded = self.t5.encoder(inputs_embeds=self.embed_encoder(batch), attention_mask=mask).last_hidden_state
+        decoder = IncrementalT5Decoder(self.t5, encoded, mask)
+        expanded = {k: v.repeat_interleave(beam_size, dim=0) for k, v in batch.items()}
+        state = {"last": torch.full((B, 1), BOS, device=mask.device)}
+
+        def step_fn(state, step):
+            # step 0 has one live beam per user: run it on B rows, the beams copy its cache afterwards
+            rows = batch if step == 0 else expanded
+            logits = decoder.step(self.embed_decoder(state["last"], rows, step))
+            logprobs = F.log_softmax(logits.float(), dim=-1)
+            start = FIRST_CODE + step * K
+            logprobs = logprobs[:, start : start + K]
+            return (logprobs.repeat_interleave(beam_size, dim=0) if step == 0 else logprobs), state
+
+        def reorder_fn(state, beam_idx, codes, step):
+            if step == 0:
+                decoder.repeat(beam_size)
+            else:
+                decoder.reorder(beam_idx)
+            state["last"] = (FIRST_CODE + step * K + codes)[:, None]
+            return state
+
+        return constrained_beam_search(step_fn, state, B, beam_size, self.prefix_index(), reorder_fn)
+
+
+class IncrementalT5Decoder:
+    """One-token-at-a-time inference through a Hugging Face T5 decoder's own weights.
+
+    Equivalent to ``T5ForConditionalGeneration`` with a key/value cache (tests compare beam scores with
+    the standard forward), with one change that matters for beam search: the beams of a user are folded
+    into the *query* axis of cross-attention, so the encoder keys/values are computed once per user and
+    never copied per beam. (T5's cross-attention has no position bias and its queries do not interact,
+    so this is exact.) Only the small self-attention cache is re-ranked when beams are re-ranked.
+    """
+
+    def __init__(self, t5: T5ForConditionalGeneration, encoded: torch.Tensor, encoder_mask: torch.Tensor):
+        self.t5 = t5
+        self.blocks = t5.decoder.block
+        B, S, _ = encoded.shape
+        self.n_users = B
+        self.cross = []  # per layer: keys, values (B, H, S, dk)
+        for block in self.blocks:
+            attn = block.layer[1].EncDecAttention
+            H, dk = attn.n_heads, attn.key_value_proj_dim
+            k = attn.k(encoded).view(B, S, H, dk).transpose(1, 2)
+            v = attn.v(encoded).view(B, S, H, dk).transpose(1, 2)
+            self.cross.append((k, v))
+        dtype = self.cross[0][0].dtype
+        self.cross_bias = torch.zeros(B, 1, 1, S, dtype=dtype, device=encoded.device).masked_fill(
+            ~encoder_mask.bool()[:, None, None, :], torch.finfo(dtype).min)
+        self.self_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.blocks)
+        self.length = 0  # decoder tokens seen so far
+
+    def repeat(self, n: int) -> None:
+        self.self_kv = [(k.repeat_interleave(n, 0), v.repeat_interleave(n, 0)) for k, v in self.self_kv]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.self_kv = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.self_kv]
+
+    @staticmethod
+    def _attend(q, k, v, bias):
+        # T5 does not scale scores by 1/sqrt(d) (its initialisation accounts for it)
+        scores = torch.matmul(q, k.transpose(-1, -2)) + bias
+        return torch.matmul(torch.softmax(scores.float(), dim=-1).to(v.dtype), v)
+
+    def step(self, embeds: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row (``embeds``: (N, 1, d), N a multiple of the users); return (N, vocab) logits."""
+        N = embeds.shape[0]
+        per_user = N // self.n_users
+        first = self.blocks[0].layer[0].SelfAttention
+        position_bias = first.compute_bias(1, self.length + 1, device=embeds.device, past_seen_tokens=self.length)
+        x = self.t5.decoder.dropout(embeds)
+        for i, block in enumerate(self.blocks):
+            sa_layer, ca_layer, ff_layer = block.layer[0], block.layer[1], block.layer[-1]
+            sa = sa_layer.SelfAttention
+            H, dk = sa.n_heads, sa.key_value_proj_dim
+            h = sa_layer.layer_norm(x)
+            q = sa.q(h).view(N, 1, H, dk).transpose(1, 2)
+            k = sa.k(h).view(N, 1, H, dk).transpose(1, 2)
+            v = sa.v(h).view(N, 1, H, dk).transpose(1, 2)
+            if self.self_kv[i] is not None:
+                k = torch.cat([self.self_kv[i][0], k], dim=2)
+                v = torch.cat([self.self_kv[i][1], v], dim=2)
+            self.self_kv[i] = (k, v)
+            out = self._attend(q, k, v, position_bias.to(q.dtype))
+            x = x + sa.o(out.transpose(1, 2).reshape(N, 1, H * dk))
+            ca = ca_layer.EncDecAttention
+            h = ca_layer.layer_norm(x)
+            q = ca.q(h).view(self.n_users, per_user, H, dk).transpose(1, 2)  # beams as query positions
+            ck, cv = self.cross[i]
+            out = self._attend(q, ck, cv, self.cross_bias)  # (B, H, per_user, dk)
+            x = x + ca.o(out.transpose(1, 2).reshape(N, 1, H * dk))
+            x = ff_layer(x)
+        self.length += 1
+        x = self.t5.decoder.dropout(self.t5.decoder.final_layer_norm(x))
+        if self.t5.config.scale_decoder_outputs:
+            x = x * (self.t5.model_dim ** -0.5)
+        return self.t5.lm_head(x)[:, -1, :]
