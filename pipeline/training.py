@@ -46,6 +46,9 @@ class TrainConfig:
     # 0 = every training sample each epoch; >0 = a fresh random subset of this size per epoch (our
     # choice for CPU budgets on the embedded default; the papers train on everything).
     samples_per_epoch: int = 0
+    # 0 = no limit; >0 = stop after the epoch that crosses this many minutes of this process's training
+    # (validated at that epoch), for "as long as the session allows" runs. Resuming starts a new budget.
+    time_budget_minutes: float = 0.0
 
 
 def _autocast(device: torch.device):
@@ -200,13 +203,17 @@ class Trainer:
         best_path = self.out_dir / "best.safetensors"
         # best.safetensors is always written before the "last" checkpoint that records it
         self.try_resume()
-        while self.epoch < self.cfg.epochs and self.bad_evals < self.cfg.patience:
+        started = time.perf_counter()
+        out_of_time = False
+        while self.epoch < self.cfg.epochs and self.bad_evals < self.cfg.patience and not out_of_time:
             t0 = time.perf_counter()
             loss = self.train_epoch()
             self.epoch += 1
             row = {"epoch": self.epoch, "train_loss": loss, "lr": self.scheduler.get_last_lr()[0],
                    "epoch_seconds": time.perf_counter() - t0}
-            if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs:
+            budget = self.cfg.time_budget_minutes
+            out_of_time = budget > 0 and (time.perf_counter() - started) / 60 >= budget
+            if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs or out_of_time:
                 metrics = self.validate()
                 row.update({f"valid_{k}": v for k, v in metrics.items()})
                 if metrics["ndcg@10"] > self.best:
@@ -219,6 +226,8 @@ class Trainer:
             if self.on_epoch:
                 self.on_epoch(self.epoch, row)
             self.save_last()
+            if out_of_time:
+                self.log(f"time budget of {budget:g} min reached after epoch {self.epoch}")
         if not best_path.exists():  # no validation happened (epochs < eval_every): keep the final weights
             save_weights(self.model, best_path)
         self.log(f"best validation NDCG@10 {self.best:.4f} at epoch {self.best_epoch}")
