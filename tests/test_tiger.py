@@ -111,7 +111,7 @@ def test_training_resumes_from_the_last_checkpoint_exactly(tmp_path):
 def test_time_budget_stops_after_the_crossing_epoch_and_validates_it(tmp_path):
     train, valid = pattern_split(20, start=0), pattern_split(5, start=5)
     # eval_every beyond the budget: the epoch that crosses the budget must still be validated and kept
-    cfg = TrainConfig(epochs=50, batch_size=16, warmup_steps=5, eval_every=100, patience=100, beam_size=5,
+    cfg = TrainConfig(epochs=50, batch_size=16, warmup_steps=5, eval_every=100, patience=100, beam_size=10,
                       time_budget_minutes=1e-9)
     trainer = Trainer(tiny_tiger(), train, valid, cfg, tmp_path, seed=0, device="cpu", log=lambda *_: None)
     summary = trainer.fit()
