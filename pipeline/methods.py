@@ -15,7 +15,7 @@ from pipeline.models.base import Recommender
 
 SEQUENCES = Path("data/interim/sequences")
 SEMANTIC_IDS = Path("data/processed/semantic_ids")
-GENERATIVE = {"tiger"}
+GENERATIVE = {"tiger", "decor"}
 KNOWN = GENERATIVE | {"sasrec", "popularity"}
 BLOCK_KEYS = {"model", "input", "backbone", "train", "device"}
 
@@ -44,6 +44,16 @@ def load_item_codes(sid_dir: Path = SEMANTIC_IDS) -> tuple[torch.Tensor, int]:
     return codes, int(meta["codebook_size"])
 
 
+def load_codebooks(sid_dir: Path = SEMANTIC_IDS) -> torch.Tensor:
+    """(L, K, e) frozen RQ-VAE codebooks written by the semantic_ids stage (DECOR's semantic table)."""
+    from safetensors.torch import load_file
+
+    path = sid_dir / "codebooks.safetensors"
+    if not path.exists():
+        raise MethodError(f"{path}: not found; re-run the semantic_ids stage (dvc repro semantic_ids)")
+    return load_file(str(path))["codebooks"]
+
+
 def n_items(seq_dir: Path = SEQUENCES) -> int:
     return pq.ParquetFile(seq_dir / "items.parquet").metadata.num_rows
 
@@ -53,16 +63,20 @@ def build_model(name: str, block: dict, max_history: int, seq_dir: Path = SEQUEN
     block = check_block(name, block)
     kind = block["model"]
     backbone = dict(block.get("backbone") or {})
-    if kind == "tiger":
+    if kind in GENERATIVE:
+        from pipeline.models.decor import Decor, DecorConfig
         from pipeline.models.tiger import Tiger, TigerConfig
 
         codes, K = load_item_codes(sid_dir)
+        config_cls = DecorConfig if kind == "decor" else TigerConfig
         try:
-            config = TigerConfig.from_dict({"n_items": codes.shape[0], "depth": codes.shape[1], "codebook_size": K,
-                                            "max_history": max_history, **backbone})
-        except ValueError as exc:
+            config = config_cls.from_dict({"n_items": codes.shape[0], "depth": codes.shape[1], "codebook_size": K,
+                                           "max_history": max_history, **backbone})
+        except (TypeError, ValueError) as exc:
             raise MethodError(f"params.yaml: methods.{name}.backbone: {exc}") from None
-        return Tiger(config, codes)
+        if kind == "tiger":
+            return Tiger(config, codes)
+        return Decor(config, codes, load_codebooks(sid_dir))
     if kind == "sasrec":
         from pipeline.models.sasrec import from_params
 

@@ -210,7 +210,7 @@ class Trainer:
             loss = self.train_epoch()
             self.epoch += 1
             row = {"epoch": self.epoch, "train_loss": loss, "lr": self.scheduler.get_last_lr()[0],
-                   "epoch_seconds": time.perf_counter() - t0}
+                   "epoch_seconds": time.perf_counter() - t0, **self.model.epoch_diagnostics()}
             budget = self.cfg.time_budget_minutes
             out_of_time = budget > 0 and (time.perf_counter() - started) / 60 >= budget
             if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs or out_of_time:

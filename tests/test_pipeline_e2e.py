@@ -21,13 +21,14 @@ SKIP = {".venv", ".git", "data", "mlruns.db", "mlruns", ".pytest_cache", ".bench
 # Small enough for CI on two cores; the stage code paths are the same as with the defaults.
 TINY = {
     "tokenize": {"epochs": 3, "hidden": [64], "code_dim": 16},
-    "methods": {
-        "sasrec": {"train": {"epochs": 1, "samples_per_epoch": 512, "batch_size": 128}},
-        "tiger": {"backbone": {"d_model": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16,
-                               "d_ff": 64},
-                  "train": {"epochs": 1, "samples_per_epoch": 256, "batch_size": 64, "max_eval_samples": 64}},
-    },
+    "methods": {"sasrec": {"train": {"epochs": 1, "samples_per_epoch": 512, "batch_size": 128}}},
 }
+TINY_GENERATIVE = {
+    "backbone": {"d_model": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16, "d_ff": 64},
+    "train": {"epochs": 1, "samples_per_epoch": 256, "batch_size": 64, "max_eval_samples": 64},
+}
+# The DECOR ablation rows run the same code as `decor` with other switches: CI runs tiger and decor only.
+KEPT_METHODS = ("popularity", "sasrec", "tiger", "decor")
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -47,8 +48,10 @@ def copy_repo(dest: Path) -> Path:
             shutil.copy2(entry, dest / entry.name)
     (dest / "data" / "local").mkdir(parents=True)
     (dest / "data" / "local" / ".gitkeep").touch()
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    (dest / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY), sort_keys=False))
+    params = merge(yaml.safe_load((dest / "params.yaml").read_text()), TINY)
+    params["methods"] = {name: merge(block, TINY_GENERATIVE) if block["model"] in ("tiger", "decor") else block
+                         for name, block in params["methods"].items() if name in KEPT_METHODS}
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest
 
@@ -84,10 +87,12 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     stats = json.loads((metrics / "filter.json").read_text())
     assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1349, 99287)
     assert json.loads((metrics / "semantic_ids.json").read_text())["unique_ids"] is True
-    for method in ("popularity", "sasrec", "tiger"):
+    for method in KEPT_METHODS:
         result = json.loads((metrics / f"evaluate_{method}.json").read_text())
         assert result["users"] == 943 and 0.0 <= result["ndcg@10"] <= 1.0, result
-    assert json.loads((metrics / "evaluate_tiger.json").read_text())["invalid@10"] == 0.0
+    for method in ("tiger", "decor"):
+        assert json.loads((metrics / f"evaluate_{method}.json").read_text())["invalid@10"] == 0.0
+    assert "composition_active_l1" in (work / "reports" / "plots" / "train_decor.csv").read_text()
 
     second = dvc(["repro"], work, env)
     assert second.returncode == 0 and "Running stage" not in second.stdout, second.stdout
@@ -101,5 +106,8 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     edit_params(work, {"methods": {"sasrec": {"train": {"lr": 0.002}}}})
     assert would_run(work, env) == {"train@sasrec", "evaluate@sasrec"}
     edit_params(work, {"methods": {"sasrec": {"train": {"lr": 0.001}}}})
+    edit_params(work, {"methods": {"decor": {"backbone": {"alpha": 0.5}}}})
+    assert would_run(work, env) == {"train@decor", "evaluate@decor"}
+    edit_params(work, {"methods": {"decor": {"backbone": {"alpha": 0.25}}}})
     edit_params(work, {"embed": {"template": {"separator": " | "}}})
     assert would_run(work, env) == {"embed"}

@@ -22,6 +22,11 @@ class Recommender(nn.Module):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    def epoch_diagnostics(self) -> dict[str, float]:
+        """Figures gathered during the epoch's training steps, logged with its row (e.g. DECOR's
+        composition weights); resets them."""
+        return {}
+
     @torch.no_grad()
     def rank(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
         raise NotImplementedError

@@ -1,0 +1,181 @@
+"""DECOR (methods.md §5): TIGER with decomposed embedding fusion, contextualized token composition and
+learnable BOS queries. Everything else (T5 backbone, loss, constrained decoder, trainer, evaluator) is
+TIGER's: only ``embed_encoder`` / ``embed_decoder`` change.
+
+Each component has its own switch so that every row of the paper's ablation (Table 2) is a params block:
+
+- ``fusion`` (C2, "pretrained"): token ``t`` is embedded as ``W_f [LN(W_s S[t]); LN(W_c E_c[t])]`` with
+  ``S`` the frozen RQ-VAE codebooks (a buffer: never trained) and ``E_c`` the learned token table.
+- ``composition`` (C1): decoder input ``j`` (a code of level ``l``) becomes ``(1-α) x_t + α m_j``, with
+  ``m_j`` an attention over all K codes of level ``l`` queried by a pooled context of the history.
+- ``bos_queries`` = M > 0: the decoder's first input is composed from M learned queries by the same
+  attention (M = 0 keeps TIGER's BOS token).
+
+With all three off, no module is added and the model computes exactly TIGER's logits (tested).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.models.tiger import BOS, FIRST_CODE, Tiger, TigerConfig
+
+
+@dataclass
+class DecorConfig(TigerConfig):
+    fusion: bool = True  # C2: frozen codebooks + collaborative table (paper: "pretrained" rows)
+    composition: bool = True  # C1: contextualized token composition
+    # M learnable BOS queries. Paper: 32 (Scientific), 64 (Instruments, Games); 0 = TIGER's BOS token.
+    bos_queries: int = 32
+    # α, the weight of the composed embedding. Paper: 0.25 (Scientific), 0.55 (Instruments, Games);
+    # α >= 0.7 collapses training (paper §4.4).
+    alpha: float = 0.25
+    # (open) The residual equation was lost in extraction. "interpolate": (1-α)·x + α·m, where a small α
+    # favours the static embedding as the paper's text says; "additive": x + α·m, the other reading.
+    residual: str = "interpolate"
+
+    def __post_init__(self):
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.bos_queries < 0:
+            raise ValueError(f"bos_queries must be >= 0, got {self.bos_queries}")
+        if self.residual not in ("interpolate", "additive"):
+            raise ValueError(f"residual must be 'interpolate' or 'additive', got {self.residual!r}")
+
+
+class Decor(Tiger):
+    def __init__(self, config: DecorConfig, item_codes: torch.Tensor, codebooks: torch.Tensor):
+        super().__init__(config, item_codes)
+        levels, K, e = codebooks.shape
+        if K != config.codebook_size or levels >= config.depth:
+            raise ValueError(f"codebooks of shape {tuple(codebooks.shape)} do not match IDs with depth "
+                             f"{config.depth} and codebook size {config.codebook_size}")
+        self.config: DecorConfig = config
+        self.code_levels = levels  # learned levels; the collision level has no codebook
+        d = config.d_model
+        if config.fusion:
+            # Frozen semantic table over the vocabulary: codebook vectors for the learned levels, zeros for
+            # the collision level and the special tokens (open: we give those the collaborative part only).
+            table = torch.zeros(config.vocab_size, e)
+            table[FIRST_CODE : FIRST_CODE + levels * K] = codebooks.reshape(levels * K, e).float()
+            has_semantic = torch.zeros(config.vocab_size, dtype=torch.bool)
+            has_semantic[FIRST_CODE : FIRST_CODE + levels * K] = True
+            # Non-persistent buffers: rebuilt from the semantic_ids stage's codebooks, never trained or saved.
+            self.register_buffer("semantic_table", table, persistent=False)
+            self.register_buffer("has_semantic", has_semantic, persistent=False)
+            self.semantic_proj, self.semantic_norm = nn.Linear(e, d), nn.LayerNorm(d)
+            self.collab_proj, self.collab_norm = nn.Linear(d, d), nn.LayerNorm(d)
+            self.fuse = nn.Linear(2 * d, d)
+        if config.composition or config.bos_queries:
+            # Context: additive attention pooling over the history's embeddings, then an MLP (paper §3.3;
+            # the MLP's shape is open: two layers with ReLU, our choice).
+            self.context_score = nn.Linear(d, d)
+            self.context_vector = nn.Linear(d, 1, bias=False)
+            self.context_mlp = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))
+            # One query/key/value projection shared by token composition and the BOS queries ("the same
+            # mechanism", paper §3.4).
+            self.compose_q = nn.Linear(d, d, bias=False)
+            self.compose_k = nn.Linear(d, d, bias=False)
+            self.compose_v = nn.Linear(d, d, bias=False)
+        if config.bos_queries:
+            self.bos_queries = nn.Parameter(torch.randn(config.bos_queries, d) * 0.02)
+        self._weight_sums: torch.Tensor | None = None  # (levels, K) composition weights summed in training
+        self._bos_weight_sums: torch.Tensor | None = None
+        self._weight_rows = 0
+
+    # ----- embeddings -----------------------------------------------------------------------------
+    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """TIGER's table, or the fused semantic + collaborative embedding (C2)."""
+        collab = self.t5.shared(tokens)
+        if not self.config.fusion:
+            return collab
+        semantic = self.semantic_norm(self.semantic_proj(self.semantic_table[tokens].to(collab.dtype)))
+        semantic = semantic * self.has_semantic[tokens][..., None].to(semantic.dtype)
+        return self.fuse(torch.cat([semantic, self.collab_norm(self.collab_proj(collab))], dim=-1))
+
+    def embed_encoder(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.token_embeddings(batch["input_ids"])
+
+    def context(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """u: (B, d) pooled over the history's item tokens (open: the target's own tokens are not included)."""
+        tokens = batch["input_ids"]
+        h = self.token_embeddings(tokens)
+        scores = self.context_vector(torch.tanh(self.context_score(h))).squeeze(-1)
+        scores = scores.float().masked_fill(tokens < FIRST_CODE, float("-inf"))  # PAD and EOS
+        weights = torch.softmax(scores, dim=-1).to(h.dtype)
+        return self.context_mlp(torch.einsum("bs,bsd->bd", weights, h))
+
+    def _attend(self, u: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled dot-product attention of queries W_Q u (B, d) over ``keys`` (..., N, d) -> (values, weights)."""
+        q = self.compose_q(u)
+        k, v = self.compose_k(keys), self.compose_v(keys)
+        scores = torch.einsum("bd,...nd->b...n", q, k) / math.sqrt(q.shape[-1])
+        weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+        return torch.einsum("b...n,...nd->b...d", weights, v), weights
+
+    def composition_weights(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """β over every code of every learned level: composed (B, levels, d) and weights (B, levels, K)."""
+        K = self.config.codebook_size
+        level_tokens = FIRST_CODE + torch.arange(self.code_levels * K, device=u.device).view(self.code_levels, K)
+        return self._attend(u, self.token_embeddings(level_tokens))
+
+    def embed_decoder(self, tokens: torch.Tensor, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        x = self.token_embeddings(tokens)
+        cfg = self.config
+        if not (cfg.composition or cfg.bos_queries):
+            return x
+        u = batch["context"] if "context" in batch else self.context(batch)
+        if cfg.composition:
+            composed, weights = self.composition_weights(u)  # (B, levels, d), (B, levels, K)
+            level = ((tokens - FIRST_CODE) // cfg.codebook_size).clamp(0, self.code_levels - 1)
+            m = composed.gather(1, level[..., None].expand(-1, -1, composed.shape[-1]))
+            mixed = (1 - cfg.alpha) * x + cfg.alpha * m if cfg.residual == "interpolate" else x + cfg.alpha * m
+            is_code = (tokens >= FIRST_CODE) & (tokens < FIRST_CODE + self.code_levels * cfg.codebook_size)
+            x = torch.where(is_code[..., None], mixed, x)
+            if self.training:
+                self._record(weights, "_weight_sums")
+        if cfg.bos_queries:
+            bos, bos_weights = self._attend(u, self.bos_queries)
+            x = torch.where((tokens == BOS)[..., None], bos[:, None, :].to(x.dtype), x)
+            if self.training:
+                self._record(bos_weights, "_bos_weight_sums")
+        return x
+
+    def beam_search(self, batch: dict[str, torch.Tensor], beam_size: int):
+        if self.config.composition or self.config.bos_queries:
+            batch = {**batch, "context": self.context(batch)}  # once per user; beams inherit it
+        return super().beam_search(batch, beam_size)
+
+    # ----- diagnostics (paper Table 3: how many codes the composition uses) --------------------------
+    def _record(self, weights: torch.Tensor, attr: str) -> None:
+        sums = weights.detach().float().sum(0)
+        current = getattr(self, attr)
+        setattr(self, attr, sums if current is None else current + sums)
+        if attr == "_weight_sums" or not self.config.composition:
+            self._weight_rows += weights.shape[0]
+
+    def epoch_diagnostics(self) -> dict[str, float]:
+        """Composition weights averaged over the epoch's training samples: per level, the share of codes
+        whose mean weight is at least uniform (1/K, the paper's threshold), the largest mean weight, and
+        the normalised entropy of the mean weights; the same for the BOS queries. Resets the sums."""
+        out: dict[str, float] = {}
+        rows = max(self._weight_rows, 1)
+        if self._weight_sums is not None:
+            mean = self._weight_sums / rows  # (levels, K)
+            K = mean.shape[-1]
+            for level in range(mean.shape[0]):
+                w = mean[level]
+                out[f"composition_active_l{level + 1}"] = float((w >= 1.0 / K).float().mean())
+                out[f"composition_max_l{level + 1}"] = float(w.max())
+                out[f"composition_entropy_l{level + 1}"] = float(-(w * w.clamp_min(1e-12).log()).sum() / math.log(K))
+        if self._bos_weight_sums is not None:
+            w = self._bos_weight_sums / rows
+            out["bos_active"] = float((w >= 1.0 / w.numel()).float().mean())
+            out["bos_entropy"] = float(-(w * w.clamp_min(1e-12).log()).sum() / math.log(max(w.numel(), 2)))
+        self._weight_sums = self._bos_weight_sums = None
+        self._weight_rows = 0
+        return out
