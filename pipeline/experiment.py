@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import pyarrow as pa
 
 from pipeline.io import atomic_dir, write_json, write_parquet
@@ -33,6 +34,8 @@ def train_method(params, method: str, out_dir: str | Path, log=print, on_epoch=N
     """Fit ``method``; ``out_dir`` receives best.safetensors, config.json and the resumable last/ checkpoint."""
     out_dir = Path(out_dir)
     block = method_block(params, method)
+    seed = int(block.get("seed", params.seed))
+    torch.manual_seed(seed)  # the initial weights belong to the seed too
     model = build_model(method, block, params.filter.max_history)
     splits = load_splits(SEQUENCES)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -45,9 +48,9 @@ def train_method(params, method: str, out_dir: str | Path, log=print, on_epoch=N
         return {"trainable_parameters": 0, "epochs_run": 0}, []
     cfg = _train_settings(block)
     inputs = [SEQUENCES] + ([SEMANTIC_IDS] if block["model"] != "sasrec" else [])
-    trainer = Trainer(model, splits["train"], splits["valid"], cfg, out_dir, seed=params.seed,
+    trainer = Trainer(model, splits["train"], splits["valid"], cfg, out_dir, seed=seed,
                       device=block.get("device", "auto"), log=log, on_epoch=on_epoch,
-                      fingerprint=fingerprint(block, params.seed, params.filter.max_history, *inputs))
+                      fingerprint=fingerprint(block, seed, params.filter.max_history, *inputs))
     summary = trainer.fit()
     return {**summary, "trainable_parameters": n_params}, trainer.history
 

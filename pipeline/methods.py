@@ -17,7 +17,9 @@ SEQUENCES = Path("data/interim/sequences")
 SEMANTIC_IDS = Path("data/processed/semantic_ids")
 GENERATIVE = {"tiger", "decor"}
 KNOWN = GENERATIVE | {"sasrec", "popularity"}
-BLOCK_KEYS = {"model", "input", "backbone", "train", "device"}
+# seed: this method's own training seed (defaults to the top-level seed), so that a seed study re-runs only
+# the method (`dvc exp run -S methods.tiger.seed=1`) and not the tokenizer upstream.
+BLOCK_KEYS = {"model", "input", "backbone", "train", "device", "seed"}
 
 
 class MethodError(ParamsError):

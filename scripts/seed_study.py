@@ -1,0 +1,162 @@
+"""Compare methods over several training seeds on the current data, with a paired test over users.
+
+Trains and evaluates every (method, seed) with the stages' own code (`pipeline.experiment`) on the
+splits and semantic IDs that `dvc repro` left in `data/`, under one shared budget, then writes a
+Markdown table (mean ± std over seeds per metric; per-user NDCG@10 averaged over seeds compared with the
+baseline by a paired t-test and a Wilcoxon signed-rank test) and the same figures as JSON.
+
+    python scripts/seed_study.py --name decor_ablation --baseline tiger \
+        --methods tiger decor_composition decor_composition_bos decor_fusion decor_fusion_composition decor \
+        --seeds 2025 2026 2027 --set train.epochs=2 --workers 2
+
+Runs are kept under data/studies/<name>/<method>-s<seed>/: an interrupted study resumes where it
+stopped (finished runs are skipped, a half-trained one resumes from its checkpoint). `--set` edits every
+listed method's params block (block-relative keys), so all methods share the budget.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def set_key(block: dict, assignment: str) -> None:
+    key, sep, value = assignment.partition("=")
+    if not sep:
+        raise SystemExit(f"--set {assignment!r}: expected key=value")
+    *parents, leaf = key.split(".")
+    for part in parents:
+        block = block.setdefault(part, {})
+    block[leaf] = yaml.safe_load(value)
+
+
+def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int) -> dict:
+    """One training + test evaluation in a worker process; returns the test metrics."""
+    os.environ.setdefault("GENREC_ORCHESTRATOR", "none")
+    import torch
+
+    torch.set_num_threads(threads)
+    from pipeline.config import params_from_dict
+    from pipeline.experiment import evaluate_method, train_method
+
+    run_dir = Path(run_dir)
+    done = run_dir / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    params = params_from_dict(raw_params)
+    log_file = open(run_dir.parent / f"{run_dir.name}.log", "a")
+
+    def log(msg):
+        print(msg, file=log_file, flush=True)
+
+    summary, _ = train_method(params, method, run_dir / "model", log=log)
+    metrics = evaluate_method(params, method, run_dir / "model", run_dir / "results", log=log)
+    result = {"method": method, "seed": seed, "summary": summary, "test": metrics}
+    done.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    return result
+
+
+def per_user_ndcg10(ranks_file: Path) -> tuple[np.ndarray, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(ranks_file).sort_by("user_id")
+    ranks = table["rank"].to_numpy()
+    gain = np.where((ranks >= 1) & (ranks <= 10), 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
+    return table["user_id"].to_numpy(), gain
+
+
+def summarise(results: dict, runs: Path, baseline: str, methods: list[str], seeds: list[int]) -> tuple[str, dict]:
+    from scipy import stats
+
+    keys = ["recall@5", "recall@10", "ndcg@5", "ndcg@10"]
+    user_gain = {}
+    for m in methods:
+        gains = []
+        for s in seeds:
+            users, gain = per_user_ndcg10(runs / f"{m}-s{s}" / "results" / "ranks.parquet")
+            gains.append(gain)
+        user_gain[m] = (users, np.mean(gains, axis=0))
+    out = {"seeds": seeds, "baseline": baseline, "methods": {}}
+    lines = ["| method | " + " | ".join(k.replace("recall", "R").replace("ndcg", "N") for k in keys)
+             + f" | ΔN@10 vs {baseline} | paired t p | Wilcoxon p |",
+             "| --- |" + " --- |" * (len(keys) + 3)]
+    base_users, base_gain = user_gain[baseline]
+    for m in methods:
+        values = {k: np.array([results[(m, s)]["test"][k] for s in seeds]) for k in keys}
+        row = {k: {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                   "per_seed": v.tolist()} for k, v in values.items()}
+        users, gain = user_gain[m]
+        assert np.array_equal(users, base_users), "runs ranked different users"
+        if m == baseline:
+            t_p = w_p = float("nan")
+        else:
+            t_p = float(stats.ttest_rel(gain, base_gain).pvalue)
+            diff = gain - base_gain
+            w_p = float(stats.wilcoxon(diff[diff != 0]).pvalue) if (diff != 0).any() else 1.0
+        delta = row["ndcg@10"]["mean"] - float(np.mean([results[(baseline, s)]["test"]["ndcg@10"] for s in seeds]))
+        out["methods"][m] = {**row, "delta_ndcg@10": delta, "paired_t_p": t_p, "wilcoxon_p": w_p}
+        cells = [f"{row[k]['mean']:.4f} ± {row[k]['std']:.4f}" for k in keys]
+        fmt = (lambda p: "—" if np.isnan(p) else f"{p:.3g}")
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {delta:+.4f} | {fmt(t_p)} | {fmt(w_p)} |")
+    return "\n".join(lines) + "\n", out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--methods", nargs="+", required=True)
+    ap.add_argument("--seeds", nargs="+", type=int, required=True)
+    ap.add_argument("--baseline", required=True)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--workers", type=int, default=1, help="runs in parallel (threads are split between them)")
+    ap.add_argument("--out", type=Path, default=None, help="Markdown report (default reports/studies/<name>.md)")
+    args = ap.parse_args()
+    if args.baseline not in args.methods:
+        raise SystemExit(f"--baseline {args.baseline} must be one of --methods")
+    os.chdir(REPO)
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    missing = [m for m in args.methods if m not in (raw.get("methods") or {})]
+    if missing:
+        raise SystemExit(f"params.yaml has no methods block for {missing}")
+    runs = Path("data/studies") / args.name
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    jobs = {}
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        for seed in args.seeds:
+            for m in args.methods:
+                params = copy.deepcopy(raw)
+                block = params["methods"][m]
+                for assignment in args.set:
+                    set_key(block, assignment)
+                block["seed"] = seed
+                run_dir = runs / f"{m}-s{seed}"
+                run_dir.mkdir(parents=True, exist_ok=True)
+                jobs[(m, seed)] = pool.submit(run_one, params, m, seed, str(run_dir), threads)
+        results = {}
+        for key, job in jobs.items():
+            results[key] = job.result()
+            print(f"{key[0]} seed {key[1]}: test NDCG@10 {results[key]['test']['ndcg@10']:.4f}", flush=True)
+    table, summary = summarise(results, runs, args.baseline, args.methods, args.seeds)
+    out = args.out or Path("reports/studies") / f"{args.name}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = (f"# {args.name}\n\nSeeds {args.seeds}; budget overrides {args.set or 'none'}; test split, "
+              f"{len(per_user_ndcg10(runs / f'{args.baseline}-s{args.seeds[0]}' / 'results' / 'ranks.parquet')[0])} "
+              "users. Mean ± std over seeds; p-values compare per-user NDCG@10 (averaged over seeds) with the "
+              "baseline.\n\n")
+    out.write_text(header + table)
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(header + table)
+
+
+if __name__ == "__main__":
+    main()
