@@ -19,6 +19,13 @@ def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(any_hit, hits.argmax(axis=1) + 1, 0)
 
 
+def user_gains(ranks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user hit@k and NDCG@k from 1-based target ranks (0 = not in the list): one leave-one-out target,
+    so the ideal DCG is 1 and NDCG@k = 1 / log2(rank + 1) for a hit."""
+    hit = (ranks >= 1) & (ranks <= k)
+    return hit.astype(np.float64), np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
+
+
 def ranking_metrics(ranked: np.ndarray, targets: np.ndarray, ks=(5, 10)) -> dict[str, float]:
     ranks = target_ranks(ranked, targets)
     n = len(targets)
@@ -26,9 +33,9 @@ def ranking_metrics(ranked: np.ndarray, targets: np.ndarray, ks=(5, 10)) -> dict
     for k in ks:
         if ranked.shape[1] < k:
             raise ValueError(f"ranked lists have {ranked.shape[1]} items, fewer than K={k}: raise the beam size")
-        hit = (ranks >= 1) & (ranks <= k)
+        hit, ndcg = user_gains(ranks, k)
         out[f"recall@{k}"] = float(hit.sum() / n)
-        out[f"ndcg@{k}"] = float((hit / np.log2(np.maximum(ranks, 1) + 1)).sum() / n)
+        out[f"ndcg@{k}"] = float(ndcg.sum() / n)
         out[f"invalid@{k}"] = float((ranked[:, :k] == INVALID).sum() / (n * k))
     return out
 

@@ -193,7 +193,7 @@ class Trainer:
             value = float(loss.detach())
             total += value * len(idx)
             n += len(idx)
-            bar.set_postfix(loss=f"{value:.4f}")
+            bar.set_postfix(loss=f"{value:.4f}", refresh=False)  # shown at the bar's own pace
         return total / max(n, 1)
 
     def fit(self) -> dict:

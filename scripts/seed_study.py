@@ -23,7 +23,6 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,51 +65,6 @@ def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int
     return result
 
 
-def per_user_ndcg10(ranks_file: Path) -> tuple[np.ndarray, np.ndarray]:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(ranks_file).sort_by("user_id")
-    ranks = table["rank"].to_numpy()
-    gain = np.where((ranks >= 1) & (ranks <= 10), 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
-    return table["user_id"].to_numpy(), gain
-
-
-def summarise(results: dict, runs: Path, baseline: str, methods: list[str], seeds: list[int]) -> tuple[str, dict]:
-    from scipy import stats
-
-    keys = ["recall@5", "recall@10", "ndcg@5", "ndcg@10"]
-    user_gain = {}
-    for m in methods:
-        gains = []
-        for s in seeds:
-            users, gain = per_user_ndcg10(runs / f"{m}-s{s}" / "results" / "ranks.parquet")
-            gains.append(gain)
-        user_gain[m] = (users, np.mean(gains, axis=0))
-    out = {"seeds": seeds, "baseline": baseline, "methods": {}}
-    lines = ["| method | " + " | ".join(k.replace("recall", "R").replace("ndcg", "N") for k in keys)
-             + f" | ΔN@10 vs {baseline} | paired t p | Wilcoxon p |",
-             "| --- |" + " --- |" * (len(keys) + 3)]
-    base_users, base_gain = user_gain[baseline]
-    for m in methods:
-        values = {k: np.array([results[(m, s)]["test"][k] for s in seeds]) for k in keys}
-        row = {k: {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-                   "per_seed": v.tolist()} for k, v in values.items()}
-        users, gain = user_gain[m]
-        assert np.array_equal(users, base_users), "runs ranked different users"
-        if m == baseline:
-            t_p = w_p = float("nan")
-        else:
-            t_p = float(stats.ttest_rel(gain, base_gain).pvalue)
-            diff = gain - base_gain
-            w_p = float(stats.wilcoxon(diff[diff != 0]).pvalue) if (diff != 0).any() else 1.0
-        delta = row["ndcg@10"]["mean"] - float(np.mean([results[(baseline, s)]["test"]["ndcg@10"] for s in seeds]))
-        out["methods"][m] = {**row, "delta_ndcg@10": delta, "paired_t_p": t_p, "wilcoxon_p": w_p}
-        cells = [f"{row[k]['mean']:.4f} ± {row[k]['std']:.4f}" for k in keys]
-        fmt = (lambda p: "—" if np.isnan(p) else f"{p:.3g}")
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {delta:+.4f} | {fmt(t_p)} | {fmt(w_p)} |")
-    return "\n".join(lines) + "\n", out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", required=True)
@@ -146,13 +100,17 @@ def main() -> None:
         for key, job in jobs.items():
             results[key] = job.result()
             print(f"{key[0]} seed {key[1]}: test NDCG@10 {results[key]['test']['ndcg@10']:.4f}", flush=True)
-    table, summary = summarise(results, runs, args.baseline, args.methods, args.seeds)
+    from pipeline.compare import compare, markdown
+
+    summary = compare({m: [runs / f"{m}-s{s}" / "results" / "ranks.parquet" for s in args.seeds]
+                       for m in args.methods}, args.baseline)
+    summary.update(seeds=args.seeds, overrides=args.set)
+    table = markdown(summary)
     out = args.out or Path("reports/studies") / f"{args.name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# {args.name}\n\nSeeds {args.seeds}; budget overrides {args.set or 'none'}; test split, "
-              f"{len(per_user_ndcg10(runs / f'{args.baseline}-s{args.seeds[0]}' / 'results' / 'ranks.parquet')[0])} "
-              "users. Mean ± std over seeds; p-values compare per-user NDCG@10 (averaged over seeds) with the "
-              "baseline.\n\n")
+              f"{summary['users']} users. Mean ± std over seeds; p-values compare per-user NDCG@10 "
+              "(averaged over seeds) with the baseline (* p < 0.05, ** p < 0.01).\n\n")
     out.write_text(header + table)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     print(header + table)

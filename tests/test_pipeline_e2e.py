@@ -93,6 +93,8 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     for method in ("tiger", "decor"):
         assert json.loads((metrics / f"evaluate_{method}.json").read_text())["invalid@10"] == 0.0
     assert "composition_active_l1" in (work / "reports" / "plots" / "train_decor.csv").read_text()
+    comparison = (work / "reports" / "comparison.md").read_text()
+    assert all(f"| {m} |" in comparison for m in KEPT_METHODS) and "N@10 vs tiger" in comparison
 
     second = dvc(["repro"], work, env)
     assert second.returncode == 0 and "Running stage" not in second.stdout, second.stdout

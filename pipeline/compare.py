@@ -1,0 +1,102 @@
+"""Compare methods from their per-user test ranks: metrics, change against a baseline, paired tests.
+
+One place for the comparison that the `report` stage (one run per method) and `scripts/seed_study.py`
+(several seeds per method) both print. Each method is given as a list of runs (one per seed), each run
+a ``ranks.parquet`` of (user_id, target, rank); metrics are recomputed from the ranks with the
+evaluator's own formula (``pipeline.metrics.user_gains``). The paired tests compare per-user NDCG@10,
+averaged over a method's seeds, with the baseline's, over the same users (the papers' significance marks).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline.metrics import user_gains
+
+METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+
+
+def load_ranks(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    table = pq.read_table(path, columns=["user_id", "rank"]).sort_by("user_id")
+    return table["user_id"].to_numpy(), table["rank"].to_numpy()
+
+
+def run_metrics(ranks: np.ndarray) -> dict[str, float]:
+    out = {}
+    for k in (5, 10):
+        hit, ndcg = user_gains(ranks, k)
+        out[f"recall@{k}"], out[f"ndcg@{k}"] = float(hit.mean()), float(ndcg.mean())
+    return out
+
+
+def compare(runs: dict[str, list[Path]], baseline: str | None) -> dict:
+    """{method: [ranks.parquet per seed]} -> per method: mean/std/per-seed of each metric, the relative
+    change of NDCG@10 against ``baseline`` and paired t-test / Wilcoxon p-values over users."""
+    from scipy import stats
+
+    users_ref = None
+    per_method, user_ndcg = {}, {}
+    for method, files in runs.items():
+        seeds = []
+        gains = []
+        for f in files:
+            users, ranks = load_ranks(f)
+            if users_ref is None:
+                users_ref = users
+            elif not np.array_equal(users, users_ref):
+                raise ValueError(f"{f}: ranks a different set of users than the other runs")
+            seeds.append(run_metrics(ranks))
+            gains.append(user_gains(ranks, 10)[1])
+        user_ndcg[method] = np.mean(gains, axis=0)
+        per_method[method] = {
+            m: {"mean": float(np.mean([s[m] for s in seeds])),
+                "std": float(np.std([s[m] for s in seeds], ddof=1)) if len(seeds) > 1 else 0.0,
+                "per_seed": [s[m] for s in seeds]} for m in METRICS}
+        per_method[method]["runs"] = len(files)
+    if baseline is not None and baseline in per_method:
+        base = per_method[baseline]["ndcg@10"]["mean"]
+        for method, row in per_method.items():
+            row["relative_ndcg@10"] = (row["ndcg@10"]["mean"] / base - 1.0) if base > 0 else float("nan")
+            if method == baseline:
+                row["paired_t_p"] = row["wilcoxon_p"] = float("nan")
+                continue
+            diff = user_ndcg[method] - user_ndcg[baseline]
+            if not diff.any():
+                row["paired_t_p"] = row["wilcoxon_p"] = 1.0
+                continue
+            row["paired_t_p"] = float(stats.ttest_rel(user_ndcg[method], user_ndcg[baseline]).pvalue)
+            row["wilcoxon_p"] = float(stats.wilcoxon(diff[diff != 0]).pvalue)
+    return {"baseline": baseline, "users": 0 if users_ref is None else int(len(users_ref)), "methods": per_method}
+
+
+def _p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "—"
+    stars = "**" if p < 0.01 else "*" if p < 0.05 else ""
+    return f"{p:.3g}{stars}"
+
+
+def markdown(result: dict) -> str:
+    baseline = result["baseline"]
+    multi = any(row["runs"] > 1 for row in result["methods"].values())
+    head = "| method | runs | " + " | ".join(m.replace("recall", "R").replace("ndcg", "N") for m in METRICS)
+    lines = []
+    if baseline:
+        head += f" | N@10 vs {baseline} | paired t p | Wilcoxon p |"
+    else:
+        head += " |"
+    lines.append(head)
+    lines.append("| --- " * (head.count("|") - 1) + "|")
+    for method, row in result["methods"].items():
+        cells = [f"{row[m]['mean']:.4f}" + (f" ± {row[m]['std']:.4f}" if multi else "") for m in METRICS]
+        line = f"| {method} | {row['runs']} | " + " | ".join(cells)
+        if baseline:
+            rel = row.get("relative_ndcg@10", float("nan"))
+            line += f" | {'—' if math.isnan(rel) else f'{rel:+.1%}'} | {_p(row.get('paired_t_p'))} | {_p(row.get('wilcoxon_p'))} |"
+        else:
+            line += " |"
+        lines.append(line)
+    return "\n".join(lines) + "\n"

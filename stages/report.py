@@ -1,0 +1,53 @@
+"""DVC stage `report`: every evaluated method side by side, against the baseline (params `report`).
+
+Writes `reports/comparison.md` (metrics recomputed from each method's per-user ranks, the change of
+NDCG@10 against the baseline, paired t-test and Wilcoxon p-values over users), the same as JSON in
+`reports/metrics/comparison.json`, and `reports/plots/comparison.csv` for `dvc plots show`. Methods are
+those of params.yaml's `methods` that have results; several seeds per method come from
+`scripts/seed_study.py`, which prints the same table with mean ± std.
+"""
+import csv
+import sys
+from pathlib import Path
+
+from pipeline import tracking
+from pipeline.compare import compare, markdown
+from pipeline.config import ParamsError, load_params
+from pipeline.flows import run_stage
+from pipeline.io import atomic_path, write_json
+
+RESULTS = Path("data/results")
+
+
+def main() -> None:
+    params = load_params()
+    settings = params.model_extra.get("report") or {}
+    unknown = set(settings) - {"baseline"}
+    if unknown:
+        raise ParamsError(f"params.yaml: report: unknown key(s) {sorted(unknown)}; allowed: baseline")
+    methods = [m for m in (params.model_extra.get("methods") or {}) if (RESULTS / m / "ranks.parquet").exists()]
+    if not methods:
+        raise ParamsError(f"{RESULTS}: no evaluated method yet; run the evaluate@<method> stages first")
+    baseline = settings.get("baseline", "tiger")
+    if baseline not in methods:
+        print(f"[report] baseline {baseline!r} has no results: no relative change or p-values")
+        baseline = None
+    result = compare({m: [RESULTS / m / "ranks.parquet"] for m in methods}, baseline)
+    text = (f"# Test metrics, {params.data.dataset_name}\n\n{result['users']} users, leave-one-out, full ranking. "
+            "One run per method (seeds: `scripts/seed_study.py`); p-values: per-user NDCG@10 against the "
+            "baseline (* p < 0.05, ** p < 0.01).\n\n" + markdown(result))
+    with atomic_path(Path("reports/comparison.md")) as tmp:
+        tmp.write_text(text)
+    write_json(result, Path("reports/metrics/comparison.json"))
+    with atomic_path(Path("reports/plots/comparison.csv")) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "ndcg@10", "recall@10"])
+        for m, row in result["methods"].items():
+            writer.writerow([m, f"{row['ndcg@10']['mean']:.6f}", f"{row['recall@10']['mean']:.6f}"])
+    print(text)
+    with tracking.stage_run("report", params.data.dataset_name, {"report": settings}, run_name="comparison") as run:
+        run.log_artifact("reports/comparison.md")
+
+
+if __name__ == "__main__":
+    run_stage("report", main)
