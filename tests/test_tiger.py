@@ -55,18 +55,23 @@ def test_encoder_input_is_history_ids_then_eos_and_targets_are_the_ids():
     assert BOS not in batch["input_ids"]
 
 
+@torch.no_grad()
+def every_item_log_probability(model, batch, row):
+    """Teacher-forced log P(item | history of ``row``) for every item: one full forward per item."""
+    rep = {k: v[row : row + 1].expand(N_ITEMS, *v.shape[1:]) for k, v in batch.items()}
+    rep["labels"] = model.item_tokens
+    return torch.log_softmax(model.logits(rep), -1).gather(2, rep["labels"][..., None]).squeeze(-1).sum(1)
+
+
 def test_beam_scores_are_the_full_sequence_log_probabilities():
     model = tiny_tiger().eval()
     split = pattern_split(4)
     batch = model.make_batch(split, np.arange(3), "cpu")
     items, scores = model.beam_search(batch, beam_size=N_ITEMS)
-    with torch.no_grad():
-        for row in range(3):
-            rep = {k: v[row : row + 1].expand(N_ITEMS, *v.shape[1:]) for k, v in batch.items()}
-            rep["labels"] = model.item_tokens
-            logp = torch.log_softmax(model.logits(rep), -1).gather(2, rep["labels"][..., None]).squeeze(-1).sum(1)
-            assert torch.allclose(logp[items[row]], scores[row], atol=1e-4)
-            assert items[row, :10].tolist() == logp.topk(10).indices.tolist()  # exhaustive beam = exact ranking
+    for row in range(3):
+        logp = every_item_log_probability(model, batch, row)
+        assert torch.allclose(logp[items[row]], scores[row], atol=1e-4)
+        assert items[row, :10].tolist() == logp.topk(10).indices.tolist()  # exhaustive beam = exact ranking
 
 
 def test_tiny_tiger_overfits_a_tiny_dataset(tmp_path):
