@@ -1,11 +1,29 @@
 """The interface every recommender implements, so that one trainer and one evaluator serve all."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from torch import nn
 
 from pipeline.recdata import Split
+
+
+class ModelConfig:
+    """``to_dict`` / ``from_dict`` for the models' dataclass configs (checkpoints store them as JSON);
+    an unknown key is a ValueError that names it and the known ones."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
 
 
 class Recommender(nn.Module):

@@ -100,10 +100,11 @@ class Decor(Tiger):
     def embed_encoder(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.token_embeddings(batch["input_ids"])
 
-    def context(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """u: (B, d) pooled over the history's item tokens (open: the target's own tokens are not included)."""
+    def context(self, batch: dict[str, torch.Tensor], h: torch.Tensor | None = None) -> torch.Tensor:
+        """u: (B, d) pooled over the history's item tokens (open: the target's own tokens are not included).
+        ``h``: the encoder's input embeddings of the batch, when already computed."""
         tokens = batch["input_ids"]
-        h = self.token_embeddings(tokens)
+        h = self.token_embeddings(tokens) if h is None else h
         scores = self.context_vector(torch.tanh(self.context_score(h))).squeeze(-1)
         scores = scores.float().masked_fill(tokens < FIRST_CODE, float("-inf"))  # PAD and EOS
         weights = torch.softmax(scores, dim=-1).to(h.dtype)
@@ -145,10 +146,10 @@ class Decor(Tiger):
                 self._record(bos_weights, "_bos_weight_sums")
         return x
 
-    def beam_search(self, batch: dict[str, torch.Tensor], beam_size: int):
+    def with_decoder_context(self, batch: dict[str, torch.Tensor], encoder_embeds: torch.Tensor) -> dict:
         if self.config.composition or self.config.bos_queries:
-            batch = {**batch, "context": self.context(batch)}  # once per user; beams inherit it
-        return super().beam_search(batch, beam_size)
+            return {**batch, "context": self.context(batch, encoder_embeds)}  # once per user; beams inherit it
+        return batch
 
     # ----- diagnostics (paper Table 3: how many codes the composition uses) --------------------------
     def _record(self, weights: torch.Tensor, attr: str) -> None:

@@ -20,7 +20,7 @@ that LETTER's regulariser and ETEGRec's tokenizer input need (methods.md §8, §
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.metrics import INVALID
-from pipeline.models.base import Recommender
+from pipeline.models.base import ModelConfig, Recommender
 from pipeline.recdata import Split
 
 
 @dataclass
-class SASRecConfig:
+class SASRecConfig(ModelConfig):
     n_items: int
     max_len: int = 20  # history length of methods.md §1 (TIGER, DECOR, DiscRec, LETTER); the paper uses 50 on Amazon
     # Our choice: a power of two in the 64-256 range methods.md §9 gives (the paper uses d = 50).
@@ -55,17 +55,6 @@ class SASRecConfig:
             raise ValueError(f"hidden ({self.hidden}) must be a positive multiple of n_heads ({self.n_heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SASRecConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown SASRec setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
 
 
 def position_ids(lengths: torch.Tensor, width: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ Embeddings are computed by two methods, ``embed_encoder`` and ``embed_decoder``,
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,14 +18,14 @@ import torch.nn.functional as F
 from transformers import T5Config, T5ForConditionalGeneration
 
 from pipeline.decoding import PrefixIndex, constrained_beam_search
-from pipeline.models.base import Recommender
+from pipeline.models.base import ModelConfig, Recommender
 from pipeline.recdata import Split
 
 PAD, EOS, BOS, FIRST_CODE = 0, 1, 2, 3
 
 
 @dataclass
-class TigerConfig:
+class TigerConfig(ModelConfig):
     n_items: int
     depth: int  # ID length: L learned levels + the collision level
     codebook_size: int  # K
@@ -43,17 +43,6 @@ class TigerConfig:
     @property
     def vocab_size(self) -> int:
         return FIRST_CODE + self.depth * self.codebook_size
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TigerConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown TIGER setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
 
 
 def code_tokens(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
@@ -100,6 +89,11 @@ class Tiger(Recommender):
     def embed_encoder(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.t5.shared(batch["input_ids"])
 
+    def with_decoder_context(self, batch: dict[str, torch.Tensor], encoder_embeds: torch.Tensor) -> dict:
+        """The batch as ``embed_decoder`` sees it: methods whose decoder inputs depend on the history (DECOR)
+        add what they derive from the encoder's input embeddings here, once per batch (beams inherit it)."""
+        return batch
+
     def embed_decoder(self, tokens: torch.Tensor, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         """Embeddings of decoder input ``tokens`` (B', T); ``step`` is the position of their first token."""
         return self.t5.shared(tokens)
@@ -108,7 +102,9 @@ class Tiger(Recommender):
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         labels = batch["labels"]
         dec_in = torch.cat([torch.full_like(labels[:, :1], BOS), labels[:, :-1]], dim=1)
-        out = self.t5(inputs_embeds=self.embed_encoder(batch), attention_mask=batch["attention_mask"],
+        encoder_embeds = self.embed_encoder(batch)
+        batch = self.with_decoder_context(batch, encoder_embeds)
+        out = self.t5(inputs_embeds=encoder_embeds, attention_mask=batch["attention_mask"],
                       decoder_inputs_embeds=self.embed_decoder(dec_in, batch, 0), use_cache=False)
         return out.logits
 
@@ -133,7 +129,9 @@ class Tiger(Recommender):
         K = self.config.codebook_size
         B = batch["input_ids"].shape[0]
         mask = batch["attention_mask"]
-        encoded = self.t5.encoder(inputs_embeds=self.embed_encoder(batch), attention_mask=mask).last_hidden_state
+        encoder_embeds = self.embed_encoder(batch)
+        batch = self.with_decoder_context(batch, encoder_embeds)
+        encoded = self.t5.encoder(inputs_embeds=encoder_embeds, attention_mask=mask).last_hidden_state
         decoder = IncrementalT5Decoder(self.t5, encoded, mask)
         expanded = {k: v.repeat_interleave(beam_size, dim=0) for k, v in batch.items()}
         state = {"last": torch.full((B, 1), BOS, device=mask.device)}
