@@ -162,3 +162,17 @@ def params_from_dict(raw: dict, path: str | Path = "params.yaml") -> Params:
         return Params.model_validate(raw)
     except ValidationError as exc:
         raise ParamsError(_format_error(Path(path), exc)) from None
+
+
+def set_dotted(raw: dict, assignment: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to a params mapping, as `dvc exp run -S` does."""
+    key, sep, value = assignment.partition("=")
+    if not sep:
+        raise ParamsError(f"{assignment!r}: expected key=value")
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ParamsError(f"{assignment!r}: {part} is not a mapping in params.yaml")
+    node[leaf] = yaml.safe_load(value)

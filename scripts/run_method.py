@@ -27,20 +27,6 @@ os.environ.setdefault("GENREC_ORCHESTRATOR", "none")
 os.environ.setdefault("GENREC_TRACKING", "0")
 
 
-def apply_override(raw: dict, assignment: str) -> None:
-    """`a.b.c=value` with value parsed as YAML (numbers, booleans, lists)."""
-    key, sep, value = assignment.partition("=")
-    if not sep:
-        raise SystemExit(f"--set {assignment!r}: expected key=value")
-    node = raw
-    *parents, leaf = key.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise SystemExit(f"--set {assignment!r}: {part} is not a mapping in params.yaml")
-    node[leaf] = yaml.safe_load(value)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workspace", type=Path, required=True)
@@ -51,12 +37,12 @@ def main() -> None:
     report = args.report.resolve()
     os.chdir(args.workspace)
 
-    from pipeline.config import params_from_dict
+    from pipeline.config import params_from_dict, set_dotted
     from pipeline.experiment import evaluate_method, train_method
 
     raw = yaml.safe_load(Path("params.yaml").read_text())
     for assignment in args.set:
-        apply_override(raw, assignment)
+        set_dotted(raw, assignment)
     params = params_from_dict(raw)
     t0 = time.perf_counter()
     model_dir = Path("data/models") / args.method

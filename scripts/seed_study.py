@@ -29,16 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def set_key(block: dict, assignment: str) -> None:
-    key, sep, value = assignment.partition("=")
-    if not sep:
-        raise SystemExit(f"--set {assignment!r}: expected key=value")
-    *parents, leaf = key.split(".")
-    for part in parents:
-        block = block.setdefault(part, {})
-    block[leaf] = yaml.safe_load(value)
-
-
 def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int) -> dict:
     """One training + test evaluation in a worker process; returns the test metrics."""
     os.environ.setdefault("GENREC_ORCHESTRATOR", "none")
@@ -77,6 +67,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.baseline not in args.methods:
         raise SystemExit(f"--baseline {args.baseline} must be one of --methods")
+    from pipeline.config import set_dotted
+
     os.chdir(REPO)
     raw = yaml.safe_load(Path("params.yaml").read_text())
     missing = [m for m in args.methods if m not in (raw.get("methods") or {})]
@@ -91,7 +83,7 @@ def main() -> None:
                 params = copy.deepcopy(raw)
                 block = params["methods"][m]
                 for assignment in args.set:
-                    set_key(block, assignment)
+                    set_dotted(block, assignment)
                 block["seed"] = seed
                 run_dir = runs / f"{m}-s{seed}"
                 run_dir.mkdir(parents=True, exist_ok=True)
