@@ -70,7 +70,7 @@ def evaluate_method(params, method: str, model_dir: str | Path, out_dir: str | P
     cfg = _train_settings(block)
     test = load_split(SEQUENCES / "test.parquet")
     ranked = rank_split(model, test, cfg.beam_size, settings.get("batch_size", cfg.eval_batch_size), device,
-                        progress=True, desc=f"evaluate {method}")
+                        progress=True, desc=f"evaluate {method}", precision=cfg.precision)
     if masking:
         ranked = mask_seen(ranked, test.seen_items())
     metrics = ranking_metrics(ranked, test.targets)

@@ -49,23 +49,36 @@ class TrainConfig:
     # 0 = no limit; >0 = stop after the epoch that crosses this many minutes of this process's training
     # (validated at that epoch), for "as long as the session allows" runs. Resuming starts a new budget.
     time_budget_minutes: float = 0.0
+    # auto = bf16 autocast on CUDA, float32 on CPU | bf16 = bf16 autocast on any device (CPUs with
+    # AVX512-BF16/AMX: x1.4 per training step measured with benchmarks/bench_train.py; numerics change, so
+    # opt-in) | fp32 = no autocast anywhere (bit-for-bit comparisons across devices).
+    precision: str = "auto"
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
 
 
-def _autocast(device: torch.device):
-    # bf16 autocast on CUDA needs no gradient scaler; CPU runs in float32.
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+PRECISIONS = {"auto", "bf16", "fp32"}
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """The autocast context of ``precision`` on ``device`` (bf16 needs no gradient scaler)."""
+    enabled = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 @torch.no_grad()
 def rank_split(model: Recommender, split: Split, k: int, batch_size: int, device: torch.device,
-               idx: np.ndarray | None = None, progress: bool = False, desc: str = "rank") -> np.ndarray:
+               idx: np.ndarray | None = None, progress: bool = False, desc: str = "rank",
+               precision: str = "auto") -> np.ndarray:
     """(n, k) ranked item ids for the samples ``idx`` of ``split`` (all by default)."""
     model.eval()
     idx = np.arange(len(split)) if idx is None else idx
     out = []
     chunks = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
     for chunk in tqdm(chunks, desc=desc, disable=not progress, leave=False):
-        with _autocast(device):
+        with autocast(device, precision):
             out.append(model.rank(model.make_batch(split, chunk, device), k).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
@@ -166,7 +179,7 @@ class Trainer:
     # ----- the loop -----------------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
         ranked = rank_split(self.model, self.valid, self.cfg.beam_size, self.cfg.eval_batch_size, self.device,
-                            idx=self.eval_idx)
+                            idx=self.eval_idx, precision=self.cfg.precision)
         targets = self.valid.targets if self.eval_idx is None else self.valid.targets[self.eval_idx]
         return ranking_metrics(ranked, targets)
 
@@ -182,7 +195,7 @@ class Trainer:
         bar = tqdm(chunks, desc=f"epoch {self.epoch + 1}", leave=False, mininterval=2)
         for idx in bar:
             batch = self.model.make_batch(self.train_split, idx, self.device)
-            with _autocast(self.device):
+            with autocast(self.device, self.cfg.precision):
                 loss = self.model.loss(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

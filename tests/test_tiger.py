@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from pipeline.metrics import ranking_metrics
 from pipeline.models.tiger import BOS, EOS, FIRST_CODE, PAD, Tiger, TigerConfig
 from pipeline.recdata import Split
-from pipeline.training import TrainConfig, Trainer, rank_split
+from pipeline.training import TrainConfig, Trainer, autocast, rank_split
 
 N_ITEMS, DEPTH, K = 40, 4, 8
 
@@ -123,3 +123,22 @@ def test_time_budget_stops_after_the_crossing_epoch_and_validates_it(tmp_path):
     assert summary["epochs_run"] == 1 and summary["best_epoch"] == 1
     assert "valid_ndcg@10" in trainer.history[-1]
     assert (tmp_path / "best.safetensors").exists()
+
+
+def test_precision_bf16_runs_the_model_in_bfloat16_on_cpu_and_auto_keeps_float32(tmp_path):
+    layer, x = torch.nn.Linear(4, 4), torch.randn(2, 4)
+    with autocast(torch.device("cpu"), "bf16"):
+        assert layer(x).dtype == torch.bfloat16
+    with autocast(torch.device("cpu"), "auto"):
+        assert layer(x).dtype == torch.float32  # CPU default: float32, as in every recorded run
+    train, valid = pattern_split(20, start=0), pattern_split(5, start=5)
+    cfg = TrainConfig(epochs=2, batch_size=16, warmup_steps=2, eval_every=1, beam_size=10, precision="bf16")
+    trainer = Trainer(tiny_tiger(), train, valid, cfg, tmp_path, seed=0, device="cpu", log=lambda *_: None)
+    trainer.fit()
+    assert all(np.isfinite(r["train_loss"]) for r in trainer.history)
+    assert trainer.history[-1]["valid_invalid@10"] == 0.0  # the constrained decoder holds under bf16 too
+
+
+def test_unknown_precision_is_refused_with_the_key_named():
+    with pytest.raises(ValueError, match="train.precision"):
+        TrainConfig(precision="fp16")
