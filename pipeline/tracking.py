@@ -69,15 +69,20 @@ def stage_run(stage: str, dataset: str, params: dict, run_name: str | None = Non
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
+    if mlflow.get_experiment_by_name(dataset) is None:
+        # MLflow's default artifact root is ./mlruns of the creating process: inside a queued experiment's
+        # temporary copy that folder is deleted afterwards, so anchor it at the repository root.
+        with contextlib.suppress(mlflow.exceptions.MlflowException):  # created meanwhile by a parallel stage
+            mlflow.create_experiment(dataset, artifact_location=(repo_root() / "mlruns" / dataset).as_uri())
     mlflow.set_experiment(dataset)
-    if run_id and mlflow.get_experiment_by_name(dataset) is None:
-        run_id = None
     try:
         run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=run_name or stage)
     except mlflow.exceptions.MlflowException:  # the run was deleted or lives in another store
         run = mlflow.start_run(run_name=run_name or stage)
     with run:
         tags = {"git.commit": git_commit(), "dataset": dataset}
+        if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`: the row of `dvc exp show` this run belongs to
+            tags["dvc.exp"] = os.environ["DVC_EXP_NAME"]
         tags["dvc.stage" if not run_id else f"dvc.stage.{stage.split('@')[0]}"] = stage
         mlflow.set_tags(tags)
         mlflow.log_params(flatten(params))

@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline import tracking
 from pipeline.compare import compare, markdown
 from pipeline.config import ParamsError, load_params
-from pipeline.flows import run_stage
+from pipeline.flows import as_flow, run_stage
 from pipeline.io import atomic_path, write_json
 
 RESULTS = Path("data/results")
@@ -50,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("report", main)
+    run_stage("report", as_flow(main, name="report"))

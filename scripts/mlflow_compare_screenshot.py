@@ -1,0 +1,194 @@
+"""Open MLflow's compare view of methods' runs in headless Chromium, check they appear, save a screenshot.
+
+Starts `mlflow server` on the tracking store (the project's `mlruns.db` by default) on a free local port,
+picks each method's latest finished run that has test metrics (the train and evaluate stages share it),
+opens `#/compare-runs` with those runs, charts their test NDCG@10 and Recall@10, shows only the
+parameters and metrics that differ, waits until every run name and the NDCG@10 axis are on the page,
+and writes a PNG. Exits non-zero, naming what is missing, when a run cannot be found or does not
+show. This is what keeps the README's screenshot true (tests/test_mlflow_ui.py runs it on a fresh store).
+
+    python scripts/mlflow_compare_screenshot.py --methods tiger decor --out reports/mlflow_compare.png
+
+Needs Chromium (Debian: `apt-get install chromium`, or `--chromium <path>`) and the `playwright` package
+(the `browser` extra; `scripts/install.sh` installs both where it can).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.tracking import metric_name, tracking_uri  # noqa: E402
+
+# Chromium on a machine without internet: no background connections, no first-run or update probes.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHECKED_METRIC = metric_name("test_ndcg@10")
+CHART_METRICS = [CHECKED_METRIC, metric_name("test_recall@10")]
+
+
+class ScreenshotError(RuntimeError):
+    pass
+
+
+def find_chromium(explicit: str | None = None) -> str | None:
+    if explicit:
+        return explicit
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(store_uri: str, port: int, timeout_s: float = 120.0) -> Iterator[str]:
+    """`mlflow server` on 127.0.0.1:<port> until the block ends; yields its base URL."""
+    exe = Path(sys.executable).with_name("mlflow")
+    cmd = [str(exe) if exe.exists() else "mlflow", "server", "--backend-store-uri", store_uri,
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise ScreenshotError(f"mlflow server exited ({proc.returncode}): {proc.stdout.read()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise ScreenshotError(f"mlflow server did not answer on {url} within {timeout_s:.0f}s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def latest_runs(store_uri: str, experiment: str, methods: list[str]) -> tuple[str, dict[str, str]]:
+    """(experiment id, {method: run id}) for each method's latest finished run with test metrics."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise ScreenshotError(f"no MLflow experiment {experiment!r} in {store_uri} (there: {names})")
+    runs = {}
+    for method in methods:
+        found = client.search_runs([exp.experiment_id],
+                                   filter_string=f"attributes.run_name = '{method}' and attributes.status = 'FINISHED'",
+                                   order_by=["attributes.start_time DESC"], max_results=50)
+        with_test = [r for r in found if CHECKED_METRIC in r.data.metrics]
+        if not with_test:
+            raise ScreenshotError(f"experiment {experiment!r} has no finished run named {method!r} with "
+                                  f"{CHECKED_METRIC} (run `dvc repro evaluate@{method}` first)")
+        runs[method] = with_test[0].info.run_id
+    return exp.experiment_id, runs
+
+
+def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
+    # MLflow's route: #/compare-runs?runs=[...]&experiments=[...] (JSON lists, as its UI builds them)
+    query = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id])},
+                                   quote_via=urllib.parse.quote)
+    return f"{base}/#/compare-runs?{query}"
+
+
+def compact_compare_view(page, metrics: list[str]) -> None:
+    """The parallel-coordinates chart on the test metrics, only the rows that differ, no chat panel."""
+    close = page.get_by_role("button", name="Close")
+    if close.count():
+        close.first.click()
+    metric_select = page.get_by_role("combobox").nth(1)  # Parameters:, then Metrics:
+    for name in metrics:
+        metric_select.click()
+        metric_select.fill(name)
+        page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+    default = page.locator("[class*=select-selection-item]", has_text="train_loss")
+    if default.count():  # MLflow's default chart metric: replaced by the test metrics
+        default.first.locator("[class*=remove]").first.click()
+    toggles = page.get_by_text("Show diff only", exact=True)
+    for i in range(toggles.count()):
+        toggles.nth(i).click()
+
+
+def screenshot(store_uri: str, experiment: str, methods: list[str], out: Path, chromium: str | None = None,
+               timeout_s: float = 90.0) -> dict:
+    """Open the compare view of ``methods``' runs; raise ScreenshotError unless all of them show."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    browser_path = find_chromium(chromium)
+    if browser_path is None:
+        raise ScreenshotError("no Chromium found (apt-get install chromium, or pass --chromium <path>)")
+    experiment_id, runs = latest_runs(store_uri, experiment, methods)
+    with mlflow_server(store_uri, free_port()) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2000})
+            url = compare_url(base, experiment_id, list(runs.values()))
+            page.goto(url, timeout=timeout_s * 1000)
+            try:
+                for method in methods:
+                    page.get_by_text(method, exact=True).first.wait_for(timeout=timeout_s * 1000)
+                compact_compare_view(page, CHART_METRICS)
+                page.locator("svg text", has_text=CHECKED_METRIC).first.wait_for(timeout=timeout_s * 1000)
+            except PlaywrightTimeout:
+                text = page.inner_text("body")[:1500]
+                raise ScreenshotError(f"the compare page {url} did not show runs {methods} and "
+                                      f"{CHECKED_METRIC} within {timeout_s:.0f}s; page text: {text!r}") from None
+            page.get_by_text("Comparing", exact=False).first.scroll_into_view_if_needed()  # back to the top
+            page.wait_for_timeout(1000)  # let the chart finish drawing
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out))
+        finally:
+            browser.close()
+    return {"url": url, "runs": runs, "screenshot": str(out)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", nargs="+", default=["tiger", "decor"])
+    ap.add_argument("--experiment", help="MLflow experiment (default: the dataset of params.yaml)")
+    ap.add_argument("--store", default=None, help="tracking URI (default: the project's store, sqlite:///<root>/mlruns.db)")
+    ap.add_argument("--out", type=Path, default=Path("reports/mlflow_compare.png"))
+    ap.add_argument("--chromium", default=None, help="Chromium executable (default: found on PATH)")
+    args = ap.parse_args()
+    experiment = args.experiment
+    if experiment is None:
+        from pipeline.config import load_params
+
+        experiment = load_params().data.dataset_name
+    try:
+        result = screenshot(args.store or tracking_uri(), experiment, args.methods, args.out, args.chromium)
+    except ScreenshotError as exc:
+        sys.exit(f"error: {exc}")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
