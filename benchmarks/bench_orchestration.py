@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline.flows import prefect_server  # noqa: E402
 
 
 def timed(cmd: list[str], env: dict) -> float:
@@ -30,30 +31,6 @@ def timed(cmd: list[str], env: dict) -> float:
     if out.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
     return elapsed
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_prefect_server(env: dict) -> tuple[subprocess.Popen, str, float]:
-    port = free_port()
-    exe = Path(sys.executable).with_name("prefect")
-    t = time.perf_counter()
-    proc = subprocess.Popen([str(exe), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    api = f"http://127.0.0.1:{port}/api"
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, api, time.perf_counter() - t
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    sys.exit("prefect server did not start within 2 minutes")
 
 
 def main() -> None:
@@ -68,16 +45,14 @@ def main() -> None:
     base["PATH"] = bin_dir + os.pathsep + base.get("PATH", "")
 
     modes = {"none": {**base, "GENREC_ORCHESTRATOR": "none"}, "prefect, temporary server": dict(base)}
-    server, api, startup = start_prefect_server(base)
-    modes["prefect, running server"] = {**base, "PREFECT_API_URL": api}
-    try:
+    t = time.perf_counter()
+    with prefect_server(base) as api:
+        startup = time.perf_counter() - t
+        modes["prefect, running server"] = {**base, "PREFECT_API_URL": api}
         times = {}
         for _ in range(args.repeats):  # interleaved, so load changes hit every mode alike
             for mode, env in modes.items():
                 times.setdefault(mode, []).append(timed(cmd, env))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     plain = statistics.median(times["none"])
     print(f"stage `{args.stage}`, {args.repeats} runs per mode, median wall time (cores: {os.cpu_count()}):")
     for mode, ts in times.items():

@@ -11,10 +11,13 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+
+from pipeline.flows import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
 SKIP = {".venv", ".git", "data", "mlruns.db", "mlruns", ".pytest_cache", ".benchmarks", "reports", "dvc.lock"}
@@ -68,6 +71,12 @@ def would_run(work, env) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out.stdout))
 
 
+def prefect_post(api: str, path: str) -> list[dict]:
+    request = urllib.request.Request(f"{api}/{path}", data=b"{}", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return json.loads(r.read())
+
+
 def ran(out) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out.stdout))
 
@@ -99,8 +108,15 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     env.update({"PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
                 "VIRTUAL_ENV": str(Path(sys.executable).parents[1]),
                 "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
-    first = dvc(["repro"], work, env)
-    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    # Through a running Prefect server (the README's fast path): every stage must show as a completed flow.
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    with prefect_server(env) as api:
+        first = dvc(["repro"], work, {**env, "PREFECT_API_URL": api})
+        assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+        flows = {f["id"]: f["name"] for f in prefect_post(api, "flows/filter")}
+        completed = {flows[r["flow_id"]] for r in prefect_post(api, "flow_runs/filter") if r["state_type"] == "COMPLETED"}
+    assert {"download", "filter", "embed", "tokenize", "semantic_ids", "report"} <= completed, completed
+    assert {f"{stage}-{m}" for stage in ("train", "evaluate") for m in KEPT_METHODS} <= completed, completed
     metrics = work / "reports" / "metrics"
     stats = json.loads((metrics / "filter.json").read_text())
     assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1349, 99287)
