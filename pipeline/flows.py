@@ -10,11 +10,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 import warnings
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,6 +21,7 @@ from pipeline.data.download import DownloadError, NetworkUnavailable, RemoteFile
 from pipeline.data.prepare import prepare
 from pipeline.data.readers import DataError
 from pipeline.semantic_ids import SemanticIdError
+from pipeline.services import local_server
 from pipeline.text import EmbedError
 
 # MethodError (a bad methods.* block) is a ParamsError.
@@ -121,32 +119,11 @@ def evaluate_flow(params: Params, method: str, model_dir: Path, out_dir: Path) -
 def prefect_server(env: dict | None = None, timeout_s: float = 120.0) -> Iterator[str]:
     """`prefect server start` on a free local port for the duration of the block; yields the value for
     ``PREFECT_API_URL``. Stages pointed at it skip the temporary server (benchmarks, the e2e test)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     exe = Path(sys.executable).with_name("prefect")
-    proc = subprocess.Popen([str(exe) if exe.exists() else "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server did not start on {api} (exit code {proc.poll()})")
-            time.sleep(0.5)
-        yield api
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    command = lambda port: [str(exe) if exe.exists() else "prefect", "server", "start", "--host", "127.0.0.1",  # noqa: E731
+                            "--port", str(port)]
+    with local_server(command, "/api/health", env, timeout_s) as base:
+        yield base + "/api"
 
 
 def run_stage(name: str, body: Callable[[], None]) -> None:

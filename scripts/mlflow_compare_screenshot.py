@@ -17,18 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
-import subprocess
 import sys
-import time
 import urllib.parse
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.services import local_server  # noqa: E402
 from pipeline.tracking import metric_name, tracking_uri  # noqa: E402
 
 # Chromium on a machine without internet: no background connections, no first-run or update probes.
@@ -51,41 +48,17 @@ def find_chromium(explicit: str | None = None) -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
-def mlflow_server(store_uri: str, port: int, timeout_s: float = 120.0) -> Iterator[str]:
-    """`mlflow server` on 127.0.0.1:<port> until the block ends; yields its base URL."""
+def mlflow_server(store_uri: str, timeout_s: float = 120.0) -> Iterator[str]:
+    """`mlflow server` on a free local port until the block ends; yields its base URL."""
     exe = Path(sys.executable).with_name("mlflow")
-    cmd = [str(exe) if exe.exists() else "mlflow", "server", "--backend-store-uri", store_uri,
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    command = lambda port: [str(exe) if exe.exists() else "mlflow", "server", "--backend-store-uri", store_uri,  # noqa: E731
+                            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise ScreenshotError(f"mlflow server exited ({proc.returncode}): {proc.stdout.read()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise ScreenshotError(f"mlflow server did not answer on {url} within {timeout_s:.0f}s")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        with local_server(command, "/health", timeout_s=timeout_s) as base:
+            yield base
+    except RuntimeError as exc:
+        raise ScreenshotError(str(exc)) from None
 
 
 def latest_runs(store_uri: str, experiment: str, methods: list[str]) -> tuple[str, dict[str, str]]:
@@ -146,7 +119,7 @@ def screenshot(store_uri: str, experiment: str, methods: list[str], out: Path, c
     if browser_path is None:
         raise ScreenshotError("no Chromium found (apt-get install chromium, or pass --chromium <path>)")
     experiment_id, runs = latest_runs(store_uri, experiment, methods)
-    with mlflow_server(store_uri, free_port()) as base, sync_playwright() as pw:
+    with mlflow_server(store_uri) as base, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2000})
