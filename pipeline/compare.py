@@ -79,10 +79,12 @@ def _p(p: float) -> str:
     return f"{p:.3g}{stars}"
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict, trained: dict[str, str] | None = None) -> str:
+    """The comparison table; ``trained`` adds a column saying each method's training budget."""
     baseline = result["baseline"]
     multi = any(row["runs"] > 1 for row in result["methods"].values())
-    head = "| method | runs | " + " | ".join(m.replace("recall", "R").replace("ndcg", "N") for m in METRICS)
+    head = "| method | runs | " + ("trained | " if trained is not None else "") + \
+        " | ".join(m.replace("recall", "R").replace("ndcg", "N") for m in METRICS)
     lines = []
     if baseline:
         head += f" | N@10 vs {baseline} | paired t p | Wilcoxon p |"
@@ -92,7 +94,8 @@ def markdown(result: dict) -> str:
     lines.append("| --- " * (head.count("|") - 1) + "|")
     for method, row in result["methods"].items():
         cells = [f"{row[m]['mean']:.4f}" + (f" ± {row[m]['std']:.4f}" if multi else "") for m in METRICS]
-        line = f"| {method} | {row['runs']} | " + " | ".join(cells)
+        budget = f"{trained.get(method) or '—'} | " if trained is not None else ""
+        line = f"| {method} | {row['runs']} | " + budget + " | ".join(cells)
         if baseline:
             rel = row.get("relative_ndcg@10", float("nan"))
             line += f" | {'—' if math.isnan(rel) else f'{rel:+.1%}'} | {_p(row.get('paired_t_p'))} | {_p(row.get('wilcoxon_p'))} |"

@@ -7,6 +7,7 @@ those of params.yaml's `methods` that have results; several seeds per method com
 `scripts/seed_study.py`, which prints the same table with mean ± std.
 """
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -17,6 +18,13 @@ from pipeline.flows import as_flow, run_stage
 from pipeline.io import atomic_path, write_json
 
 RESULTS = Path("data/results")
+
+
+def training_budget(result_dir: Path) -> str:
+    """ "8 (best 7)" from the evaluate stage's record of the training run; "" when there were no epochs."""
+    path = result_dir / "training.json"
+    trained = json.loads(path.read_text()) if path.exists() else {}
+    return f"{trained['epoch']} (best {trained['best_epoch']})" if "epoch" in trained else ""
 
 
 def main() -> None:
@@ -34,8 +42,9 @@ def main() -> None:
         baseline = None
     result = compare({m: [RESULTS / m / "ranks.parquet"] for m in methods}, baseline)
     text = (f"# Test metrics, {params.data.dataset_name}\n\n{result['users']} users, leave-one-out, full ranking. "
-            "One run per method (seeds: `scripts/seed_study.py`); p-values: per-user NDCG@10 against the "
-            "baseline (* p < 0.05, ** p < 0.01).\n\n" + markdown(result))
+            "One run per method (seeds: `scripts/seed_study.py`); trained: epochs run (best validation epoch, "
+            "whose weights were tested); p-values: per-user NDCG@10 against the baseline (* p < 0.05, "
+            "** p < 0.01).\n\n" + markdown(result, {m: training_budget(RESULTS / m) for m in methods}))
     with atomic_path(Path("reports/comparison.md")) as tmp:
         tmp.write_text(text)
     write_json(result, Path("reports/metrics/comparison.json"))

@@ -52,3 +52,13 @@ def test_runs_over_different_users_are_refused(tmp_path):
     b = ranks_file(tmp_path / "b.parquet", [1, 2], users=[0, 2])
     with pytest.raises(ValueError, match="b.parquet"):
         compare({"a": [a], "b": [b]}, "a")
+
+
+def test_training_budget_column_names_each_methods_epochs(tmp_path):
+    a = ranks_file(tmp_path / "a.parquet", [1, 0])
+    b = ranks_file(tmp_path / "b.parquet", [2, 1])
+    table = markdown(compare({"pop": [a], "tiger": [b]}, "tiger"), {"pop": "", "tiger": "8 (best 7)"})
+    head, _, pop, tiger = table.strip().splitlines()
+    assert head.startswith("| method | runs | trained | R@5")
+    assert pop.startswith("| pop | 1 | — | ") and tiger.startswith("| tiger | 1 | 8 (best 7) | ")
+    assert "trained" not in markdown(compare({"pop": [a]}, None))  # seed studies: no column unless given
