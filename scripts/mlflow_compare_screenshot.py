@@ -25,7 +25,7 @@ from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.services import local_server  # noqa: E402
+from pipeline.services import ServerError, local_server  # noqa: E402
 from pipeline.tracking import metric_name, tracking_uri  # noqa: E402
 
 # Chromium on a machine without internet: no background connections, no first-run or update probes.
@@ -57,7 +57,7 @@ def mlflow_server(store_uri: str, timeout_s: float = 120.0) -> Iterator[str]:
     try:
         with local_server(command, "/health", timeout_s=timeout_s) as base:
             yield base
-    except RuntimeError as exc:
+    except ServerError as exc:
         raise ScreenshotError(str(exc)) from None
 
 
