@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import sys
 import time
 import warnings
@@ -126,12 +127,31 @@ def prefect_server(env: dict | None = None, timeout_s: float = 120.0) -> Iterato
         yield base + "/api"
 
 
+class StageTerminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a CI timeout, a scheduler) delivered as an interrupt, so that ``finally`` blocks and
+    context managers run: the MLflow run ends as KILLED, temporary output folders are removed. Checkpoints
+    are written atomically, so a restarted stage resumes from the last complete epoch either way."""
+
+
+def _raise_terminated(signum, frame):
+    raise StageTerminated(f"signal {signum}")
+
+
 def run_stage(name: str, body: Callable[[], None]) -> None:
-    """Run a stage's body; a user error prints its message (no traceback) and exits with status 1."""
+    """Run a stage's body; a user error prints its message (no traceback) and exits with status 1;
+    SIGTERM and Ctrl-C stop it cleanly with the shell's status for the signal (143, 130)."""
     t0 = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         body()
     except USER_ERRORS as exc:
         print(f"\n[{name}] error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, StageTerminated)
+        print(f"\n[{name}] {'terminated' if terminated else 'interrupted'} after {time.perf_counter() - t0:.1f}s; "
+              "re-run the stage to resume", file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"[{name}] done in {time.perf_counter() - t0:.1f}s")

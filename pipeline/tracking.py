@@ -79,7 +79,7 @@ def stage_run(stage: str, dataset: str, params: dict, run_name: str | None = Non
         run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=run_name or stage)
     except mlflow.exceptions.MlflowException:  # the run was deleted or lives in another store
         run = mlflow.start_run(run_name=run_name or stage)
-    with run:
+    with run, _ended_as_killed_on_interrupt(mlflow):
         tags = {"git.commit": git_commit(), "dataset": dataset}
         if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`: the row of `dvc exp show` this run belongs to
             tags["dvc.exp"] = os.environ["DVC_EXP_NAME"]
@@ -87,6 +87,17 @@ def stage_run(stage: str, dataset: str, params: dict, run_name: str | None = Non
         mlflow.set_tags(tags)
         mlflow.log_params(flatten(params))
         yield _Run(mlflow)
+
+
+@contextlib.contextmanager
+def _ended_as_killed_on_interrupt(mlflow) -> Iterator[None]:
+    """Ctrl-C, or SIGTERM turned into an interrupt by ``flows.run_stage``, ends the run as KILLED; without
+    this a killed stage left its run RUNNING forever in the UI (MLflow marks other exceptions FAILED)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
 
 
 def metric_name(key: str) -> str:

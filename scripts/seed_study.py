@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--baseline", required=True)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--workers", type=int, default=1, help="runs in parallel (threads are split between them)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads per run (default: the CPUs split between the workers); 1 beside other jobs")
     ap.add_argument("--out", type=Path, default=None, help="Markdown report (default reports/studies/<name>.md)")
     args = ap.parse_args()
     if args.baseline not in args.methods:
@@ -75,7 +77,7 @@ def main() -> None:
     if missing:
         raise SystemExit(f"params.yaml has no methods block for {missing}")
     runs = Path("data/studies") / args.name
-    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     jobs = {}
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         for seed in args.seeds:
