@@ -50,8 +50,9 @@ class TrainConfig:
     # (validated at that epoch), for "as long as the session allows" runs. Resuming starts a new budget.
     time_budget_minutes: float = 0.0
     # auto = bf16 autocast on CUDA, float32 on CPU | bf16 = bf16 autocast on any device (CPUs with
-    # AVX512-BF16/AMX: x1.4 per training step measured with benchmarks/bench_train.py; numerics change, so
-    # opt-in) | fp32 = no autocast anywhere (bit-for-bit comparisons across devices).
+    # AVX512-BF16/AMX: x1.6-1.7 samples/s measured with benchmarks/bench_train.py; numerics change, so it
+    # is opt-in, and params.yaml opts in for the CPU default) | fp32 = no autocast anywhere (bit-for-bit
+    # comparisons across devices).
     precision: str = "auto"
 
     def __post_init__(self):
@@ -60,6 +61,14 @@ class TrainConfig:
 
 
 PRECISIONS = {"auto", "bf16", "fp32"}
+
+
+def emulated_bf16(device: torch.device, precision: str) -> bool:
+    """bf16 asked for on a CPU without AVX512-BF16 or AMX: it still runs, but slower than float32."""
+    if precision != "bf16" or device.type != "cpu":
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return not any(probe() for probe in probes if probe is not None)
 
 
 def autocast(device: torch.device, precision: str = "auto"):
@@ -124,6 +133,9 @@ class Trainer:
         self.on_epoch = on_epoch
         self.device = resolve_device(device)
         self.model.to(self.device)
+        if emulated_bf16(self.device, config.precision):
+            log("warning: train.precision is bf16 but this CPU has no native bfloat16 (AVX512-BF16/AMX): "
+                "training will be slower than with train.precision: fp32")
         decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]  # biases, norms
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},

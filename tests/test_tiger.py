@@ -142,3 +142,18 @@ def test_precision_bf16_runs_the_model_in_bfloat16_on_cpu_and_auto_keeps_float32
 def test_unknown_precision_is_refused_with_the_key_named():
     with pytest.raises(ValueError, match="train.precision"):
         TrainConfig(precision="fp16")
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, device, precision, warned", [
+    (False, False, "cpu", "bf16", True),    # emulated: slower than float32, say so
+    (True, False, "cpu", "bf16", False),
+    (False, True, "cpu", "bf16", False),
+    (False, False, "cpu", "fp32", False),
+    (False, False, "cuda", "bf16", False),  # CUDA bf16 is native on every GPU the README targets
+])
+def test_bf16_on_a_cpu_without_native_support_is_flagged(monkeypatch, avx512_bf16, amx, device, precision, warned):
+    from pipeline.training import emulated_bf16
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert emulated_bf16(torch.device(device), precision) is warned
