@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.metrics import ranking_metrics
-from pipeline.models.tiger import BOS, EOS, FIRST_CODE, PAD, Tiger, TigerConfig
+from pipeline.models.tiger import BOS, EOS, FIRST_CODE, PAD, IncrementalT5Decoder, Tiger, TigerConfig
 from pipeline.recdata import Split
 from pipeline.training import TrainConfig, Trainer, autocast, rank_split
 
@@ -33,9 +33,10 @@ def pattern_split(n_users=60, length=6, start=0):
     return Split(np.array(users), np.array(offsets), np.array(values), np.array(targets))
 
 
-def tiny_tiger(seed=0):
+def tiny_tiger(seed=0, decoder_layers=1):
     torch.manual_seed(seed)
-    cfg = TigerConfig(n_items=N_ITEMS, depth=DEPTH, codebook_size=K, d_model=32, num_layers=1, num_decoder_layers=1,
+    cfg = TigerConfig(n_items=N_ITEMS, depth=DEPTH, codebook_size=K, d_model=32, num_layers=1,
+                      num_decoder_layers=decoder_layers,
                       num_heads=2, d_kv=16, d_ff=64, dropout=0.1)
     return Tiger(cfg, catalogue())
 
@@ -63,8 +64,9 @@ def every_item_log_probability(model, batch, row):
     return torch.log_softmax(model.logits(rep), -1).gather(2, rep["labels"][..., None]).squeeze(-1).sum(1)
 
 
-def test_beam_scores_are_the_full_sequence_log_probabilities():
-    model = tiny_tiger().eval()
+@pytest.mark.parametrize("decoder_layers", [1, 2])  # 2: the per-layer slices of the fused cross-attention K/V
+def test_beam_scores_are_the_full_sequence_log_probabilities(decoder_layers):
+    model = tiny_tiger(decoder_layers=decoder_layers).eval()
     split = pattern_split(4)
     batch = model.make_batch(split, np.arange(3), "cpu")
     items, scores = model.beam_search(batch, beam_size=N_ITEMS)
@@ -72,6 +74,32 @@ def test_beam_scores_are_the_full_sequence_log_probabilities():
         logp = every_item_log_probability(model, batch, row)
         assert torch.allclose(logp[items[row]], scores[row], atol=1e-4)
         assert items[row, :10].tolist() == logp.topk(10).indices.tolist()  # exhaustive beam = exact ranking
+
+
+def test_search_from_precomputed_encoder_states_is_the_same_search():
+    model = tiny_tiger(decoder_layers=2).eval()
+    batch = model.make_batch(pattern_split(4), np.arange(5), "cpu")
+    items, scores = model.beam_search(batch, beam_size=10)
+    items_e, scores_e = model.beam_search(*model.encode(batch)[:1], beam_size=10, encoded=model.encode(batch)[1])
+    assert torch.equal(items, items_e) and torch.equal(scores, scores_e)
+
+
+def test_beam_scores_come_from_float32_logits_under_bf16_autocast():
+    """bf16 logits (steps of 1/16 at magnitude 10) would tie and reorder beams: the head stays float32."""
+    model = tiny_tiger(decoder_layers=2).eval()
+    batch = model.make_batch(pattern_split(4), np.arange(5), "cpu")
+    seen = []
+    step = IncrementalT5Decoder.step
+    with torch.inference_mode(), autocast(torch.device("cpu"), "bf16"):
+        IncrementalT5Decoder.step = lambda self, e: seen.append(step(self, e)) or seen[-1]
+        try:
+            model.beam_search(batch, beam_size=10)
+        finally:
+            IncrementalT5Decoder.step = step
+    assert len(seen) == DEPTH
+    for logits in seen:
+        assert logits.dtype == torch.float32
+        assert bool((logits != logits.bfloat16().float()).any())  # not merely bf16 values in a float32 tensor
 
 
 def test_tiny_tiger_overfits_a_tiny_dataset(tmp_path):
