@@ -9,7 +9,8 @@ import torch
 import pyarrow as pa
 
 from pipeline.io import atomic_dir, write_json, write_parquet
-from pipeline.methods import SEMANTIC_IDS, SEQUENCES, MethodError, build_model, check_block, fingerprint
+from pipeline.methods import (SEMANTIC_IDS, SEQUENCES, MethodError, build_model, check_block, code_digest,
+                              fingerprint)
 from pipeline.metrics import mask_seen, ranking_metrics, target_ranks
 from pipeline.recdata import load_split, load_splits
 from pipeline.devices import resolve_device
@@ -50,7 +51,7 @@ def train_method(params, method: str, out_dir: str | Path, log=print, on_epoch=N
     inputs = [SEQUENCES] + ([SEMANTIC_IDS] if block["model"] != "sasrec" else [])
     trainer = Trainer(model, splits["train"], splits["valid"], cfg, out_dir, seed=seed,
                       device=block.get("device", "auto"), log=log, on_epoch=on_epoch,
-                      fingerprint=fingerprint(block, seed, params.filter.max_history, *inputs))
+                      fingerprint=fingerprint(block, seed, params.filter.max_history, code_digest(), *inputs))
     summary = trainer.fit()
     return {**summary, "trainable_parameters": n_params}, trainer.history
 

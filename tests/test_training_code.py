@@ -1,0 +1,35 @@
+"""A training stage that DVC re-runs because its code changed must train again, not resume the old run."""
+import shutil
+from pathlib import Path
+
+import yaml
+
+from pipeline.methods import CODE_ROOT, TRAINING_CODE, code_digest
+
+
+def copy_training_code(dest: Path) -> None:
+    for rel in TRAINING_CODE:
+        src, dst = CODE_ROOT / rel, dest / rel
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+
+
+def test_the_digest_follows_the_training_sources_and_ignores_caches(tmp_path):
+    copy_training_code(tmp_path)
+    before = code_digest(tmp_path)
+    assert code_digest(tmp_path) == before
+    (tmp_path / "pipeline/models/__pycache__").mkdir(exist_ok=True)
+    (tmp_path / "pipeline/models/__pycache__/tiger.cpython-311.pyc").write_bytes(b"\0compiled")
+    assert code_digest(tmp_path) == before  # compiled caches come and go with the interpreter
+    decoder = tmp_path / "pipeline/models/tiger.py"
+    decoder.write_text(decoder.read_text() + "\n# an edit\n")
+    assert code_digest(tmp_path) != before
+
+
+def test_the_digest_covers_exactly_the_code_deps_of_the_train_stage():
+    stage = yaml.safe_load((CODE_ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]
+    code_deps = {d for d in stage["deps"] if not d.startswith("data/") and "$" not in d}
+    assert code_deps == set(TRAINING_CODE)
