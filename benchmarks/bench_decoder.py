@@ -2,7 +2,8 @@
 `prefix_allowed_tokens_fn` over a Python trie, on the same model, users and beam size.
 
 Uses the trained TIGER of the pipeline (data/models/<method>, data/processed/semantic_ids and the
-test split) when present, otherwise a TIGER of the default size with random weights on synthetic IDs.
+test split) when present, otherwise (or with --paper-size) a TIGER of the paper's size with random
+weights on synthetic IDs.
 Prints whether the top-K lists are identical and two speed-up factors: of the decoder alone (both
 sides decode from the same encoder states, handed to `generate` as `encoder_outputs`; this is what the
 two decoders do differently) and end to end (the shared encoder pass added to both), in float32 on
@@ -28,9 +29,9 @@ from pipeline.recdata import Split, load_split
 from pipeline.training import TrainConfig, load_weights
 
 
-def trained_or_random(method: str, n_users: int, seed: int):
+def trained_or_random(method: str, n_users: int, seed: int, untrained: bool = False):
     model_dir = Path("data/models") / method
-    if (model_dir / "best.safetensors").exists():
+    if (model_dir / "best.safetensors").exists() and not untrained:
         from pipeline.methods import build_model
 
         cfg = json.loads((model_dir / "config.json").read_text())
@@ -46,7 +47,7 @@ def trained_or_random(method: str, n_users: int, seed: int):
     lengths = rng.integers(3, 21, n_users)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     split = Split(np.arange(n_users), offsets, rng.integers(0, len(codes), offsets[-1]), rng.integers(0, len(codes), n_users))
-    return model, split, "randomly initialised TIGER (default size) on synthetic IDs (no trained model found)"
+    return model, split, "randomly initialised TIGER of the paper's size on synthetic IDs"
 
 
 def python_trie(item_tokens: torch.Tensor) -> dict:
@@ -114,8 +115,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=TrainConfig.eval_batch_size)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--paper-size", action="store_true",
+                    help="a TIGER of the paper's size (4+4 layers, 6 heads x 64, FFN 1024) with random weights on "
+                         "12,000 synthetic IDs, instead of the trained model")
     args = ap.parse_args()
-    model, split, what = trained_or_random(args.method, args.users, args.seed)
+    model, split, what = trained_or_random(args.method, args.users, args.seed, args.paper_size)
     device = torch.device(args.device)
     model.to(device).eval()
     idx = np.arange(min(args.users, len(split)))

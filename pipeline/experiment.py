@@ -76,9 +76,15 @@ def evaluate_method(params, method: str, model_dir: str | Path, out_dir: str | P
         ranked = mask_seen(ranked, test.seen_items())
     metrics = ranking_metrics(ranked, test.targets)
     ranks = target_ranks(ranked, test.targets)
+    # The training budget travels with the ranks, so the report can show it beside the metrics: a method
+    # trained for fewer epochs must not look comparable. Models without epochs (popularity) record none.
+    # Both files go into the results folder in one atomic swap: an interrupted stage leaves neither half.
+    state = Path(model_dir) / "last" / "state.json"
+    trained = json.loads(state.read_text()) if state.exists() else {}
     with atomic_dir(out_dir) as tmp:
         write_parquet(pa.table({"user_id": test.users.astype(np.int32), "target": test.targets.astype(np.int32),
                                     "rank": ranks.astype(np.int32)}), tmp / "ranks.parquet")
+        write_json({k: trained[k] for k in ("epoch", "best_epoch") if k in trained}, tmp / "training.json")
     result = {"method": method, "model": block["model"], "users": int(len(test)), "list_length": int(ranked.shape[1]),
               "seen_items_masked": masking, **metrics}
     log(json.dumps(result))

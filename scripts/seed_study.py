@@ -10,7 +10,8 @@ baseline by a paired t-test and a Wilcoxon signed-rank test) and the same figure
         --seeds 2025 2026 2027 --set train.epochs=2 --workers 2
 
 Runs are kept under data/studies/<name>/<method>-s<seed>/: an interrupted study resumes where it
-stopped (finished runs are skipped, a half-trained one resumes from its checkpoint). `--set` edits every
+stopped (finished runs are skipped, a half-trained one resumes from its checkpoint; `--re-evaluate` ranks
+the finished runs' models again with the current code, e.g. after a decoder change). `--set` edits every
 listed method's params block (block-relative keys), so all methods share the budget.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int) -> dict:
+def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int, re_evaluate: bool = False) -> dict:
     """One training + test evaluation in a worker process; returns the test metrics."""
     os.environ.setdefault("GENREC_ORCHESTRATOR", "none")
     import torch
@@ -40,13 +41,20 @@ def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int
 
     run_dir = Path(run_dir)
     done = run_dir / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
     params = params_from_dict(raw_params)
     log_file = open(run_dir.parent / f"{run_dir.name}.log", "a")
 
     def log(msg):
         print(msg, file=log_file, flush=True)
+
+    if done.exists():
+        result = json.loads(done.read_text())
+        if re_evaluate:  # the trained model as it is, ranked again by the current code
+            log("re-evaluating the finished run with the current ranking code")
+            result["test"] = evaluate_method(params, method, run_dir / "model", run_dir / "results", log=log)
+            result["re_evaluated"] = True
+            done.write_text(json.dumps(result, indent=2, default=float) + "\n")
+        return result
 
     summary, _ = train_method(params, method, run_dir / "model", log=log)
     metrics = evaluate_method(params, method, run_dir / "model", run_dir / "results", log=log)
@@ -65,6 +73,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="runs in parallel (threads are split between them)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads per run (default: the CPUs split between the workers); 1 beside other jobs")
+    ap.add_argument("--re-evaluate", action="store_true",
+                    help="rank finished runs' models again with the current code (after a decoder or metric "
+                         "change) instead of skipping them; unfinished runs train as usual")
     ap.add_argument("--out", type=Path, default=None, help="Markdown report (default reports/studies/<name>.md)")
     args = ap.parse_args()
     if args.baseline not in args.methods:
@@ -89,7 +100,7 @@ def main() -> None:
                 block["seed"] = seed
                 run_dir = runs / f"{m}-s{seed}"
                 run_dir.mkdir(parents=True, exist_ok=True)
-                jobs[(m, seed)] = pool.submit(run_one, params, m, seed, str(run_dir), threads)
+                jobs[(m, seed)] = pool.submit(run_one, params, m, seed, str(run_dir), threads, args.re_evaluate)
         results = {}
         for key, job in jobs.items():
             results[key] = job.result()

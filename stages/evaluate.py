@@ -13,12 +13,6 @@ def main(method: str) -> None:
     params = load_params()
     model_dir = Path("data/models") / method
     results = evaluate_flow(params, method, model_dir, Path("data/results") / method)
-    # The training budget travels with the ranks, so the report can show it beside the metrics: a method
-    # trained for fewer epochs must not look comparable. Models without epochs (popularity) record none.
-    state = model_dir / "last" / "state.json"
-    trained = json.loads(state.read_text()) if state.exists() else {}
-    write_json({k: trained[k] for k in ("epoch", "best_epoch") if k in trained},
-               Path("data/results") / method / "training.json")
     metrics_path = Path("reports/metrics") / f"evaluate_{method}.json"
     write_json(results, metrics_path)
     run_file = model_dir / "run.json"
