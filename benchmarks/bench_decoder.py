@@ -59,7 +59,8 @@ def python_trie(item_tokens: torch.Tensor) -> dict:
     return root
 
 
-def hf_generate(model: Tiger, batch, encoded: torch.Tensor, beam: int, trie: dict) -> tuple[np.ndarray, np.ndarray]:
+def hf_generate(model: Tiger, batch, encoded: torch.Tensor, beam: int, trie: dict,
+                lookup: dict) -> tuple[np.ndarray, np.ndarray]:
     def allowed(batch_id, input_ids):
         node = trie
         for tok in input_ids.tolist()[1:]:  # skip BOS
@@ -71,7 +72,6 @@ def hf_generate(model: Tiger, batch, encoded: torch.Tensor, beam: int, trie: dic
                             max_new_tokens=model.config.depth, do_sample=False, decoder_start_token_id=BOS,
                             prefix_allowed_tokens_fn=allowed, length_penalty=0.0, early_stopping=True,
                             output_scores=True, return_dict_in_generate=True)
-    lookup = {tuple(r): i for i, r in enumerate(model.item_tokens.tolist())}
     seqs = out.sequences[:, 1:].tolist()
     items = np.array([lookup.get(tuple(s), -1) for s in seqs]).reshape(-1, beam)
     return items, out.sequences_scores.float().cpu().numpy().reshape(-1, beam)
@@ -87,13 +87,14 @@ def measure(model: Tiger, batches, beam: int, trie: dict, device: torch.device) 
             torch.cuda.synchronize()
         return result, time.perf_counter() - t
 
+    lookup = {tuple(r): i for i, r in enumerate(model.item_tokens.tolist())}  # token IDs -> item, built once
     with torch.inference_mode():
         encoded, t_encoder = timed(model.encode, [(b,) for b in batches])
         # warm-up (allocator, thread pools) for both sides
         model.beam_search(encoded[0][0], beam, encoded=encoded[0][1])
-        hf_generate(model, *encoded[0], beam, trie)
+        hf_generate(model, *encoded[0], beam, trie, lookup)
         ours, t_ours = timed(lambda b, e: model.beam_search(b, beam, encoded=e), encoded)
-        theirs, t_hf = timed(lambda b, e: hf_generate(model, b, e, beam, trie), encoded)
+        theirs, t_hf = timed(lambda b, e: hf_generate(model, b, e, beam, trie, lookup), encoded)
     ours_items = np.concatenate([o[0].cpu().numpy() for o in ours])
     ours_scores = np.concatenate([o[1].float().cpu().numpy() for o in ours])
     hf_items = np.concatenate([h[0] for h in theirs])

@@ -80,7 +80,8 @@ def test_search_from_precomputed_encoder_states_is_the_same_search():
     model = tiny_tiger(decoder_layers=2).eval()
     batch = model.make_batch(pattern_split(4), np.arange(5), "cpu")
     items, scores = model.beam_search(batch, beam_size=10)
-    items_e, scores_e = model.beam_search(*model.encode(batch)[:1], beam_size=10, encoded=model.encode(batch)[1])
+    context, encoded = model.encode(batch)
+    items_e, scores_e = model.beam_search(context, beam_size=10, encoded=encoded)
     assert torch.equal(items, items_e) and torch.equal(scores, scores_e)
 
 
