@@ -29,9 +29,9 @@ from pipeline.recdata import Split, load_split
 from pipeline.training import TrainConfig, load_weights
 
 
-def trained_or_random(method: str, n_users: int, seed: int, untrained: bool = False):
+def trained_or_random(method: str, n_users: int, seed: int, paper_size: bool = False):
     model_dir = Path("data/models") / method
-    if (model_dir / "best.safetensors").exists() and not untrained:
+    if (model_dir / "best.safetensors").exists() and not paper_size:
         from pipeline.methods import build_model
 
         cfg = json.loads((model_dir / "config.json").read_text())

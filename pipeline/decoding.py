@@ -27,15 +27,19 @@ class PrefixIndex:
             raise ValueError(f"IDs of {depth} digits in base {codebook_size} do not fit in 64-bit keys")
         if n == 0:
             raise ValueError("no items: the constrained decoder needs at least one semantic ID")
-        if int(codes.min()) < 0 or int(codes.max()) >= codebook_size:
-            raise ValueError(f"semantic ID codes must lie in [0, {codebook_size}), found "
-                             f"[{int(codes.min())}, {int(codes.max())}]")
+        outside = ((codes < 0) | (codes >= codebook_size)).any(dim=1).nonzero().flatten()
+        if len(outside):
+            i = int(outside[0])
+            raise ValueError(f"item {i} has the ID {codes[i].tolist()}: codes must lie in [0, {codebook_size}) "
+                             f"({len(outside)} item(s) outside)")
         self.depth, self.base, self.n_items = depth, codebook_size, n
         radix = codebook_size ** torch.arange(depth - 1, -1, -1, device=codes.device, dtype=torch.long)
         keys = (codes.long() * radix).sum(dim=1)
         self.sorted_keys, order = torch.sort(keys)
-        if n > 1 and bool((self.sorted_keys[1:] == self.sorted_keys[:-1]).any()):
-            raise ValueError("semantic IDs are not unique: two items share an ID")
+        same = (self.sorted_keys[1:] == self.sorted_keys[:-1]).nonzero().flatten()
+        if len(same):
+            a, b = sorted(int(i) for i in order[int(same[0]) : int(same[0]) + 2])
+            raise ValueError(f"semantic IDs are not unique: items {a} and {b} share the ID {codes[a].tolist()}")
         self.item_of_sorted = order
         self.level_keys: list[torch.Tensor] = []
         self.level_allowed: list[torch.Tensor] = []

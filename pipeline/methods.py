@@ -76,9 +76,12 @@ def build_model(name: str, block: dict, max_history: int, seq_dir: Path = SEQUEN
                                            "max_history": max_history, **backbone})
         except (TypeError, ValueError) as exc:
             raise MethodError(f"params.yaml: methods.{name}.backbone: {exc}") from None
-        if kind == "tiger":
-            return Tiger(config, codes)
-        return Decor(config, codes, load_codebooks(sid_dir))
+        try:
+            if kind == "tiger":
+                return Tiger(config, codes)
+            return Decor(config, codes, load_codebooks(sid_dir))
+        except ValueError as exc:  # the semantic IDs themselves cannot drive the constrained decoder
+            raise MethodError(f"{sid_dir}: {exc}; re-run the semantic_ids stage") from None
     if kind == "sasrec":
         from pipeline.models.sasrec import from_params
 

@@ -134,6 +134,26 @@ def test_bad_decor_settings_are_params_errors(tmp_path):
             build_model("decor", {"model": "decor", "backbone": bad}, 20, sid_dir=_sid_dir(tmp_path))
 
 
+def test_unusable_semantic_ids_stop_model_construction_naming_the_folder_and_items(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sid_dir = _sid_dir(tmp_path)
+    codes = catalogue().numpy()
+    codes[7] = codes[3]  # two items with one ID
+    pq.write_table(pa.table({"item_id": np.arange(N_ITEMS), **{f"c{i}": codes[:, i] for i in range(DEPTH)}}),
+                   sid_dir / "ids.parquet")
+    for model in ("tiger", "decor"):
+        with pytest.raises(ParamsError, match=rf"{sid_dir}.*items 3 and 7 share the ID"):
+            build_model(model, {"model": model}, 20, sid_dir=sid_dir)
+    codes = catalogue().numpy()
+    codes[5, 1] = K  # a code the codebook does not have
+    pq.write_table(pa.table({"item_id": np.arange(N_ITEMS), **{f"c{i}": codes[:, i] for i in range(DEPTH)}}),
+                   sid_dir / "ids.parquet")
+    with pytest.raises(ParamsError, match=rf"item 5 has the ID .* codes must lie in \[0, {K}\)"):
+        build_model("tiger", {"model": "tiger"}, 20, sid_dir=sid_dir)
+
+
 def _sid_dir(tmp_path):
     import json
 

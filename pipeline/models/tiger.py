@@ -66,7 +66,8 @@ class Tiger(Recommender):
         ))
         self.register_buffer("item_codes", item_codes.long().clone(), persistent=False)
         self.register_buffer("item_tokens", code_tokens(item_codes, config.codebook_size), persistent=False)
-        self._index: PrefixIndex | None = None
+        # built here so that unusable IDs (duplicates, codes outside the codebook) stop the stage before training
+        self._index: PrefixIndex | None = PrefixIndex(self.item_codes, config.codebook_size)
 
     # ----- inputs ---------------------------------------------------------------------------------
     def make_batch(self, split: Split, idx: np.ndarray, device) -> dict[str, torch.Tensor]:
