@@ -5,11 +5,14 @@ stops the stage with a message naming the key (architecture.md, "Parameters").
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.paths import tokenizer_of
 
 
 class ParamsError(ValueError):
@@ -98,8 +101,16 @@ class EmbedParams(_Strict):
     device: str = "auto"
 
 
-class TokenizeParams(_Strict):
-    # RQ-VAE (methods.md §3). Encoder MLP hidden sizes: TIGER 768->512->256->128->e.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a block name is a folder name and part of a stage name
+
+
+class RQVAETokenizer(_Strict):
+    """An RQ-VAE over item text embeddings (methods.md §3); one ``tokenizers.<name>`` block."""
+    model: Literal["rqvae"] = "rqvae"
+    # The files it reads; DVC deps of tokenize@<name> (the first and the last entry, so at most two).
+    inputs: list[str] = Field(default_factory=lambda: ["data/processed/embeddings/embeddings.npy"],
+                              min_length=1, max_length=2)
+    # Encoder MLP hidden sizes: TIGER 768->512->256->128->e.
     hidden: list[int] = [512, 256, 128]
     # e = 128 = the recommender width: DECOR uses the frozen codebooks as token embeddings, and TIGER
     # must share the same IDs for a fair comparison. TIGER's paper uses e = 32 (a params change).
@@ -122,22 +133,119 @@ class TokenizeParams(_Strict):
     device: str = "auto"
 
 
+# One schema per tokenizer kind, chosen by `model` (LETTER's joins this union).
+TokenizerParams = RQVAETokenizer
+
+Precision = Literal["auto", "bf16", "fp32"]
+
+
+class TrainConfig(_Strict):
+    """The one trainer's settings (``methods.<name>.train``); defaults are the DECOR appendix's."""
+    epochs: int = Field(200, ge=0)  # DECOR appendix: <= 200 epochs
+    batch_size: int = Field(256, ge=1)  # DECOR appendix / DiscRec: 256
+    lr: float = Field(3e-3, gt=0)  # DECOR appendix: 0.003
+    weight_decay: float = Field(0.05, ge=0)  # DECOR appendix: 0.05
+    warmup_steps: int = Field(10_000, ge=0)  # DECOR appendix: 10k warmup steps
+    schedule: Literal["cosine", "inverse_sqrt"] = "cosine"  # DECOR appendix: cosine; inverse_sqrt as in T5
+    max_grad_norm: float = Field(1.0, ge=0)  # DECOR appendix: 1.0 (0 = no clipping)
+    eval_every: int = Field(1, ge=1)  # epochs between validations
+    patience: int = Field(20, ge=1)  # validations without improvement before stopping (DECOR: 20)
+    eval_batch_size: int = Field(256, ge=1)
+    beam_size: int = Field(20, ge=1)  # validation list length; beam size for generative models (DECOR: 50)
+    max_eval_samples: int = Field(0, ge=0)  # 0 = all validation users; >0 = a fixed random subset
+    # 0 = every training sample each epoch; >0 = a fresh random subset of this size per epoch (our
+    # choice for CPU budgets on the embedded default; the papers train on everything).
+    samples_per_epoch: int = Field(0, ge=0)
+    # 0 = no limit; >0 = stop after the epoch that crosses this many minutes of this process's training
+    # (validated at that epoch), for "as long as the session allows" runs. Resuming starts a new budget.
+    time_budget_minutes: float = Field(0.0, ge=0)
+    # auto = bf16 autocast on CUDA, float32 on CPU | bf16 = bf16 autocast on any device (CPUs with
+    # AVX512-BF16/AMX: x1.6-1.7 samples/s measured with benchmarks/bench_train.py; numerics change, so it
+    # is opt-in) | fp32 = no autocast anywhere (bit-for-bit comparisons across devices).
+    precision: Precision = "auto"
+
+
+class MethodParams(_Strict):
+    """One ``methods.<name>`` block; ``backbone`` is checked by the model's own config class when built."""
+    model: str  # a name of pipeline.models.registry.MODELS
+    # What the method reads besides the splits: data/interim/sequences, or a tokenizer's IDs
+    # data/processed/semantic_ids/<tokenizer>. DVC deps of train@<name> (first and last entry).
+    inputs: list[str] = Field(min_length=1, max_length=2)
+    backbone: dict = Field(default_factory=dict)
+    train: TrainConfig = TrainConfig()
+    device: str = "auto"
+    # This method's own training seed (default: the top-level seed), so that a seed study re-runs only the
+    # method (`dvc exp run -S methods.tiger.seed=1`) and not the tokenizer upstream.
+    seed: int | None = None
+
+    @property
+    def tokenizer(self) -> str | None:
+        """The tokenizer whose IDs the method reads (None for a method that reads none)."""
+        from pipeline.paths import tokenizer_of
+
+        return next((t for t in map(tokenizer_of, self.inputs) if t), None)
+
+
+class EvaluateParams(_Strict):
+    # The papers rank all items, seen ones included; true = RecBole's policy, for every method alike.
+    mask_seen: bool = False
+    beam_size: int = Field(20, ge=1)  # list length (ETEGRec/DiscRec/LETTER: 20; DECOR decodes with 50)
+    batch_size: int = Field(128, ge=1)
+    precision: Precision = "auto"  # as train.precision
+    device: str = "auto"
+
+
+class ReportParams(_Strict):
+    baseline: str = "tiger"  # reports/comparison.md: change and paired tests against this method
+
+
 class Params(_Strict):
     # Shared seed (DECOR appendix: 2025).
     seed: int = 2025
     data: DataParams = DataParams()
     filter: FilterParams = FilterParams()
     embed: EmbedParams = EmbedParams()
-    tokenize: TokenizeParams = TokenizeParams()
-    # Sections of later stages are validated by their own stages; accepted here as-is.
-    model_config = ConfigDict(extra="allow", frozen=True)
+    tokenizers: dict[str, TokenizerParams] = Field(default_factory=lambda: {"rqvae": RQVAETokenizer()})
+    methods: dict[str, MethodParams] = Field(default_factory=dict)
+    evaluate: EvaluateParams = EvaluateParams()
+    report: ReportParams = ReportParams()
+
+    @model_validator(mode="after")
+    def _names_and_references(self):
+        for section in ("tokenizers", "methods"):
+            for name in getattr(self, section):
+                if not re.match(NAME_PATTERN, name):
+                    raise ValueError(f"{section}.{name}: a block name may hold letters, digits, '_', '.' and '-' only")
+        for name, block in self.methods.items():
+            for path in block.inputs:
+                t = tokenizer_of(path)
+                if t is not None and t not in self.tokenizers:
+                    raise ValueError(f"methods.{name}.inputs: {path} is the IDs of tokenizer {t!r}, which has no "
+                                     f"block in tokenizers (defined: {sorted(self.tokenizers)})")
+        return self
+
+    def method(self, name: str) -> MethodParams:
+        if name not in self.methods:
+            raise ParamsError(f"params.yaml: no block methods.{name}; defined: {sorted(self.methods)}")
+        return self.methods[name]
+
+    def tokenizer(self, name: str) -> TokenizerParams:
+        if name not in self.tokenizers:
+            raise ParamsError(f"params.yaml: no block tokenizers.{name}; defined: {sorted(self.tokenizers)}")
+        return self.tokenizers[name]
+
+    def method_seed(self, name: str) -> int:
+        seed = self.method(name).seed
+        return self.seed if seed is None else seed
 
 
 def _format_error(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: invalid parameters:"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
+        if not e["loc"]:  # a check across sections: the message names the keys
+            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
+        elif e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (check its spelling against params.yaml's comments)")
         else:
             lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")

@@ -5,87 +5,95 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
 
-from pipeline.io import atomic_dir, write_json, write_parquet
-from pipeline.methods import (SEMANTIC_IDS, SEQUENCES, MethodError, build_model, check_block, code_digest,
-                              fingerprint)
-from pipeline.metrics import mask_seen, ranking_metrics, target_ranks
-from pipeline.recdata import load_split, load_splits
+from pipeline import paths
+from pipeline.config import EvaluateParams, Params
 from pipeline.devices import resolve_device
-from pipeline.training import Trainer, load_weights, rank_split, save_weights, train_config
+from pipeline.fingerprint import code_digest, fingerprint
+from pipeline.io import atomic_dir, write_json, write_parquet
+from pipeline.metrics import mask_seen, ranking_metrics, target_ranks
+from pipeline.model_folder import (TRAINING_FILE, WEIGHTS_FILE, load_model, load_weights, save_weights, upstream_inputs,
+                                   write_exports, write_folder)
+from pipeline.models.base import Recommender
+from pipeline.models.registry import MethodError, build, model_class
+from pipeline.ranking import rank_split
+from pipeline.recdata import load_split, load_splits
+from pipeline.training import Trainer
 
 
-def method_block(params, method: str) -> dict:
-    methods = params.model_extra.get("methods") or {}
-    if method not in methods:
-        raise MethodError(f"params.yaml: no block methods.{method}; defined: {sorted(methods)}")
-    return check_block(method, methods[method])
-
-
-def _train_settings(block: dict):
+def build_method(params: Params, method: str, seq_dir: Path = paths.SEQUENCES) -> tuple[Recommender, object]:
+    """The untrained model of ``methods.<method>`` and the inputs it was built from (read from upstream)."""
+    block = params.method(method)
+    where = f"params.yaml: methods.{method}"
+    cls = model_class(block.model, where)
+    n_items = pq.ParquetFile(seq_dir / "items.parquet").metadata.num_rows
+    data = upstream_inputs(cls, block.inputs, n_items, where)
     try:
-        return train_config(dict(block.get("train") or {}))
-    except (TypeError, ValueError) as exc:
-        raise MethodError(f"params.yaml: methods train settings: {exc}") from None
+        return build(block.model, block.backbone, data, params.filter.max_history, where), data
+    except ValueError as exc:  # the semantic IDs themselves cannot drive the constrained decoder
+        if isinstance(exc, MethodError):
+            raise
+        raise MethodError(f"{block.inputs}: {exc}; re-run the semantic_ids stage of this tokenizer") from None
 
 
-def train_method(params, method: str, out_dir: str | Path, log=print, on_epoch=None) -> tuple[dict, list[dict]]:
-    """Fit ``method``; ``out_dir`` receives best.safetensors, config.json and the resumable last/ checkpoint."""
+def train_method(params: Params, method: str, out_dir: str | Path, log=print, on_epoch=None,
+                 seq_dir: Path = paths.SEQUENCES) -> tuple[dict, list[dict]]:
+    """Fit ``method`` into ``out_dir``: a model folder that stands alone (``pipeline.model_folder``) plus the
+    resumable ``last/`` checkpoint."""
     out_dir = Path(out_dir)
-    block = method_block(params, method)
-    seed = int(block.get("seed", params.seed))
+    block = params.method(method)
+    seed = params.method_seed(method)
     torch.manual_seed(seed)  # the initial weights belong to the seed too
-    model = build_model(method, block, params.filter.max_history)
-    splits = load_splits(SEQUENCES)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json({"method": method, "block": block, "max_history": params.filter.max_history}, out_dir / "config.json")
+    model, data = build_method(params, method, seq_dir)
+    splits = load_splits(seq_dir)
+    write_folder(out_dir, method, model, data, block.inputs, seq_dir / "items.parquet")
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log(f"{method} ({block['model']}): {n_params:,} trainable parameters, {len(splits['train']):,} training samples")
-    if block["model"] == "popularity":
+    log(f"{method} ({block.model}): {n_params:,} trainable parameters, {len(splits['train']):,} training samples")
+    if model.fits_itself:
         model.fit(splits["train"])
-        save_weights(model, out_dir / "best.safetensors")
+        save_weights(model, out_dir / WEIGHTS_FILE)
+        write_exports(model, out_dir)
+        write_json({}, out_dir / TRAINING_FILE)
         return {"trainable_parameters": 0, "epochs_run": 0}, []
-    cfg = _train_settings(block)
-    inputs = [SEQUENCES] + ([SEMANTIC_IDS] if block["model"] != "sasrec" else [])
-    trainer = Trainer(model, splits["train"], splits["valid"], cfg, out_dir, seed=seed,
-                      device=block.get("device", "auto"), log=log, on_epoch=on_epoch,
-                      fingerprint=fingerprint(block, seed, params.filter.max_history, code_digest(), *inputs))
+    inputs = [seq_dir] + [Path(p) for p in block.inputs if Path(p) != seq_dir]
+    trainer = Trainer(model, splits["train"], splits["valid"], block.train, out_dir, seed=seed, device=block.device,
+                      log=log, on_epoch=on_epoch,
+                      fingerprint=fingerprint(block.model_dump(), seed, params.filter.max_history, code_digest(),
+                                              *inputs))
     summary = trainer.fit()
+    load_weights(model, out_dir / WEIGHTS_FILE)  # exports come from the selected weights, not the last ones
+    write_exports(model, out_dir)
+    # The training budget travels with the model, so the report can show it beside the metrics: a method
+    # trained for fewer epochs must not look comparable.
+    write_json({"epoch": summary["epochs_run"], "best_epoch": summary["best_epoch"]}, out_dir / TRAINING_FILE)
     return {**summary, "trainable_parameters": n_params}, trainer.history
 
 
-def evaluate_method(params, method: str, model_dir: str | Path, out_dir: str | Path, log=print) -> dict:
-    """Rank the test split with the best checkpoint; write per-user ranks and return the metrics."""
-    block = method_block(params, method)
-    settings = params.model_extra.get("evaluate") or {}
-    unknown = set(settings) - {"mask_seen", "batch_size"}
-    if unknown:
-        raise MethodError(f"params.yaml: evaluate: unknown key(s) {sorted(unknown)}; allowed: mask_seen, batch_size")
-    masking = bool(settings.get("mask_seen", False))
-    model = build_model(method, block, params.filter.max_history)
-    load_weights(model, Path(model_dir) / "best.safetensors")
-    device = resolve_device(block.get("device", "auto"))
-    model.to(device)
-    cfg = _train_settings(block)
-    test = load_split(SEQUENCES / "test.parquet")
-    ranked = rank_split(model, test, cfg.beam_size, settings.get("batch_size", cfg.eval_batch_size), device,
-                        progress=True, desc=f"evaluate {method}", precision=cfg.precision)
-    if masking:
+def evaluate_model(model_dir: str | Path, out_dir: str | Path, settings: EvaluateParams, log=print,
+                   seq_dir: Path = paths.SEQUENCES) -> dict:
+    """Rank the test split with the model folder's best weights; write per-user ranks, return the metrics.
+    Reads nothing but the model folder, the test split and ``settings``."""
+    model_dir = Path(model_dir)
+    device = resolve_device(settings.device)
+    model, info = load_model(model_dir, device, items_path=seq_dir / "items.parquet")
+    test = load_split(seq_dir / "test.parquet")
+    ranked = rank_split(model, test, settings.beam_size, settings.batch_size, device, progress=True,
+                        desc=f"evaluate {info['method']}", precision=settings.precision)
+    if settings.mask_seen:
         ranked = mask_seen(ranked, test.seen_items())
     metrics = ranking_metrics(ranked, test.targets)
     ranks = target_ranks(ranked, test.targets)
-    # The training budget travels with the ranks, so the report can show it beside the metrics: a method
-    # trained for fewer epochs must not look comparable. Models without epochs (popularity) record none.
+    training = model_dir / TRAINING_FILE
+    trained = json.loads(training.read_text()) if training.exists() else {}
     # Both files go into the results folder in one atomic swap: an interrupted stage leaves neither half.
-    state = Path(model_dir) / "last" / "state.json"
-    trained = json.loads(state.read_text()) if state.exists() else {}
     with atomic_dir(out_dir) as tmp:
         write_parquet(pa.table({"user_id": test.users.astype(np.int32), "target": test.targets.astype(np.int32),
-                                    "rank": ranks.astype(np.int32)}), tmp / "ranks.parquet")
-        write_json({k: trained[k] for k in ("epoch", "best_epoch") if k in trained}, tmp / "training.json")
-    result = {"method": method, "model": block["model"], "users": int(len(test)), "list_length": int(ranked.shape[1]),
-              "seen_items_masked": masking, **metrics}
+                                "rank": ranks.astype(np.int32)}), tmp / "ranks.parquet")
+        write_json(trained, tmp / "training.json")
+    result = {"method": info["method"], "model": info["model"], "users": int(len(test)),
+              "list_length": int(ranked.shape[1]), "seen_items_masked": settings.mask_seen, **metrics}
     log(json.dumps(result))
     return result

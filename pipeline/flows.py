@@ -1,5 +1,8 @@
 """Prefect flows: each DVC stage runs as one flow whose sub-steps are tasks.
 
+A stage wraps its pipeline function with ``as_flow(fn, name=...)``; only what Prefect adds beyond a name
+lives here (the download's retries).
+
 Prefect's result caching stays off (``NO_CACHE``): DVC alone decides what is stale. Set
 ``GENREC_ORCHESTRATOR=none`` to run the same steps as plain function calls (no Prefect server; the
 tests use this), and ``PREFECT_API_URL`` to report to a running ``prefect server start`` instead of
@@ -19,7 +22,6 @@ from typing import Callable, Iterator
 
 from pipeline.config import Params, ParamsError
 from pipeline.data.download import DownloadError, NetworkUnavailable, RemoteFile, download, fetch_from_mirrors
-from pipeline.data.prepare import prepare
 from pipeline.data.readers import DataError
 from pipeline.semantic_ids import SemanticIdError
 from pipeline.services import local_server
@@ -73,47 +75,6 @@ def download_flow(params: Params, raw_dir: Path) -> dict:
         return fetch_task(rf, mirrors, out, timeout)
 
     return as_flow(download, name="download")(params.data, raw_dir, fetch=fetch)
-
-
-def filter_flow(params: Params, raw_dir: Path, out_dir: Path) -> dict:
-    return as_flow(prepare, name="filter")(params, raw_dir, out_dir)
-
-
-def embed_flow(params: Params, items_path: Path, out_dir: Path) -> dict:
-    from pipeline.text import embed_items
-
-    return as_flow(embed_items, name="embed")(params, items_path, out_dir)
-
-
-def tokenize_flow(params: Params, embeddings: Path, out_dir: Path, curve: Path, on_epoch=None) -> dict:
-    from pipeline.tokenizer_stages import tokenize
-
-    def progress(epoch: int, metrics: dict) -> None:
-        if on_epoch:
-            on_epoch(epoch, metrics)
-        every = max(1, params.tokenize.epochs // 20)
-        if epoch % every == 0 or epoch == params.tokenize.epochs:  # a readable log: ~20 lines per run
-            print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-
-    return as_flow(tokenize, name="tokenize")(params, embeddings, out_dir, curve, on_epoch=progress)
-
-
-def semantic_ids_flow(params: Params, embeddings: Path, rqvae_dir: Path, out_dir: Path) -> dict:
-    from pipeline.tokenizer_stages import semantic_ids
-
-    return as_flow(semantic_ids, name="semantic_ids")(params, embeddings, rqvae_dir, out_dir)
-
-
-def train_flow(params: Params, method: str, out_dir: Path, on_epoch=None):
-    from pipeline.experiment import train_method
-
-    return as_flow(train_method, name=f"train-{method}")(params, method, out_dir, on_epoch=on_epoch)
-
-
-def evaluate_flow(params: Params, method: str, model_dir: Path, out_dir: Path) -> dict:
-    from pipeline.experiment import evaluate_method
-
-    return as_flow(evaluate_method, name=f"evaluate-{method}")(params, method, model_dir, out_dir)
 
 
 @contextlib.contextmanager

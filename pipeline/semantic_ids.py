@@ -15,6 +15,7 @@ alternative 1 - n_unique_tuples / N would count them as 1.)
 
 Everything here is vectorised numpy (one sort, no Python loop over items), so 10^6 items
 take well under a second. No torch import: the module stays cheap to import and test.
+The item -> ID table's file format (``write_id_table`` / ``read_id_table``) lives here too.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ __all__ = [
     "collision_stats",
     "codebook_utilisation",
     "semantic_id_stats",
+    "write_id_table",
+    "read_id_table",
 ]
 
 
@@ -178,3 +181,30 @@ def semantic_id_stats(codes: np.ndarray, ids: np.ndarray, codebook_size: int) ->
     stats["unique_ids"] = bool(n == 0 or id_sizes.max() == 1)
     stats["max_dup_token"] = int(ids[:, L].max()) if n else 0
     return stats
+
+
+# ----- the item -> ID table (Parquet: item_id, c1 .. cL, c_dup), as semantic_ids@<t> and model folders store it
+def write_id_table(ids: np.ndarray, path) -> None:
+    """Write (N, L+1) IDs in item-id order; sorted, fixed settings: the same IDs give the same bytes."""
+    import polars as pl
+
+    from pipeline.io import write_parquet
+
+    ids = _as_code_matrix(ids, "ids")
+    L = ids.shape[1] - 1
+    write_parquet(pl.DataFrame({"item_id": np.arange(len(ids), dtype=np.int32),
+                                **{f"c{level + 1}": ids[:, level].astype(np.int32) for level in range(L)},
+                                "c_dup": ids[:, L].astype(np.int32)}), path)
+
+
+def read_id_table(path, n_items: int | None = None) -> np.ndarray:
+    """(N, L+1) IDs in item-id order; refuses a table without exactly one row per item 0..N-1."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path).sort_by("item_id")
+    items = table["item_id"].to_numpy()
+    expected = len(items) if n_items is None else n_items
+    if not np.array_equal(items, np.arange(expected)):
+        raise SemanticIdError(f"{path}: expected one row per item 0..{expected - 1}, got {len(items)} rows"
+                              + (f" with item ids {items.min()}..{items.max()}" if len(items) else ""))
+    return np.stack([table[c].to_numpy() for c in table.column_names if c != "item_id"], axis=1).astype(np.int64)

@@ -50,6 +50,26 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def latest_run_id(dataset: str, stage: str) -> str | None:
+    """The newest run of ``stage`` (its ``dvc.stage`` tag) in the dataset's experiment: the evaluate stage adds
+    to its train stage's run this way, so no run id has to travel inside a DVC output. None when tracking
+    is off or no such run exists (then evaluate opens a run of its own)."""
+    if os.environ.get("GENREC_TRACKING", "1") == "0":
+        return None
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    experiment = mlflow.get_experiment_by_name(dataset)
+    if experiment is None:
+        return None
+    filters = f"tags.`dvc.stage` = '{stage}'"
+    if os.environ.get("DVC_EXP_NAME"):  # inside `dvc exp run`: the train run of this experiment
+        filters += f" and tags.`dvc.exp` = '{os.environ['DVC_EXP_NAME']}'"
+    runs = mlflow.search_runs([experiment.experiment_id], filter_string=filters, order_by=["start_time DESC"],
+                              max_results=1, output_format="list")
+    return runs[0].info.run_id if runs else None
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, dataset: str, params: dict, run_name: str | None = None,
               run_id: str | None = None) -> Iterator[object]:

@@ -1,6 +1,10 @@
-"""One training loop for every method (issue 4): AdamW, warmup then cosine or inverse-sqrt decay,
-gradient clipping, mixed precision on CUDA, validation with the method's own ranking every N epochs,
-early stopping on validation NDCG@10, the best checkpoint kept, and resume after an interruption.
+"""One training loop for every method: AdamW, warmup then cosine or inverse-sqrt decay, gradient clipping,
+mixed precision on CUDA, validation with the method's own ranking every N epochs, early stopping on
+validation NDCG@10, the best checkpoint kept, and resume after an interruption.
+
+A model may train in phases (``Recommender.phases``: which parameters, which loss, how many epochs,
+repeated in order) and act between epochs (``Recommender.end_of_epoch``); one optimizer serves all
+phases, and parameters outside the current phase get no gradient, so AdamW leaves them untouched.
 
 Checkpoints are safetensors plus JSON, never pickles. The "last" checkpoint (model, optimizer,
 scheduler and loop state) is written atomically after every epoch and carries a fingerprint of the
@@ -10,86 +14,25 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file, save_model
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup, get_inverse_sqrt_schedule
 
+from pipeline.config import TrainConfig
 from pipeline.devices import resolve_device
-from pipeline.io import atomic_dir, atomic_path, write_json
+from pipeline.io import atomic_dir, write_json
 from pipeline.metrics import ranking_metrics
-from pipeline.models.base import Recommender
+from pipeline.model_folder import load_weights, save_weights
+from pipeline.models.base import Phase, Recommender
+from pipeline.precision import autocast, emulated_bf16
+from pipeline.ranking import rank_split
 from pipeline.recdata import Split
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 200  # DECOR appendix: <= 200 epochs
-    batch_size: int = 256  # DECOR appendix / DiscRec: 256
-    lr: float = 3e-3  # DECOR appendix: 0.003
-    weight_decay: float = 0.05  # DECOR appendix: 0.05
-    warmup_steps: int = 10_000  # DECOR appendix: 10k warmup steps
-    schedule: str = "cosine"  # DECOR appendix: cosine; "inverse_sqrt" as in T5 pre-training
-    max_grad_norm: float = 1.0  # DECOR appendix: 1.0
-    eval_every: int = 1  # epochs between validations
-    patience: int = 20  # validations without improvement before stopping (DECOR: 20)
-    eval_batch_size: int = 256
-    beam_size: int = 20  # ranked list length; beam size for generative models (DECOR: 50)
-    max_eval_samples: int = 0  # 0 = all validation users; >0 = a fixed random subset (faster model selection)
-    # 0 = every training sample each epoch; >0 = a fresh random subset of this size per epoch (our
-    # choice for CPU budgets on the embedded default; the papers train on everything).
-    samples_per_epoch: int = 0
-    # 0 = no limit; >0 = stop after the epoch that crosses this many minutes of this process's training
-    # (validated at that epoch), for "as long as the session allows" runs. Resuming starts a new budget.
-    time_budget_minutes: float = 0.0
-    # auto = bf16 autocast on CUDA, float32 on CPU | bf16 = bf16 autocast on any device (CPUs with
-    # AVX512-BF16/AMX: x1.6-1.7 samples/s measured with benchmarks/bench_train.py; numerics change, so it
-    # is opt-in, and params.yaml opts in for the CPU default) | fp32 = no autocast anywhere (bit-for-bit
-    # comparisons across devices).
-    precision: str = "auto"
-
-    def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"train.precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
-
-
-PRECISIONS = {"auto", "bf16", "fp32"}
-
-
-def emulated_bf16(device: torch.device, precision: str) -> bool:
-    """bf16 asked for on a CPU without AVX512-BF16 or AMX: it still runs, but slower than float32."""
-    if precision != "bf16" or device.type != "cpu":
-        return False
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return not any(probe() for probe in probes if probe is not None)
-
-
-def autocast(device: torch.device, precision: str = "auto"):
-    """The autocast context of ``precision`` on ``device`` (bf16 needs no gradient scaler)."""
-    enabled = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-@torch.no_grad()
-def rank_split(model: Recommender, split: Split, k: int, batch_size: int, device: torch.device,
-               idx: np.ndarray | None = None, progress: bool = False, desc: str = "rank",
-               precision: str = "auto") -> np.ndarray:
-    """(n, k) ranked item ids for the samples ``idx`` of ``split`` (all by default)."""
-    model.eval()
-    idx = np.arange(len(split)) if idx is None else idx
-    out = []
-    chunks = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
-    for chunk in tqdm(chunks, desc=desc, disable=not progress, leave=False):
-        with autocast(device, precision):
-            out.append(model.rank(model.make_batch(split, chunk, device), k).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -113,17 +56,6 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], scalars: dict) -> dic
     return {"state": state, "param_groups": scalars["param_groups"]}
 
 
-def save_weights(model: torch.nn.Module, path: Path) -> None:
-    # save_model de-duplicates tied tensors (T5 shares its embedding with the LM head).
-    with atomic_path(path) as tmp:
-        save_model(model, str(tmp))
-
-
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    device = next(model.parameters(), torch.zeros(0)).device
-    load_model(model, str(path), strict=True, device=str(device))
-
-
 class Trainer:
     def __init__(self, model: Recommender, train: Split, valid: Split, config: TrainConfig, out_dir: str | Path,
                  *, seed: int, device: str = "auto", fingerprint: str = "", log: Callable = print,
@@ -136,6 +68,10 @@ class Trainer:
         if emulated_bf16(self.device, config.precision):
             log("warning: train.precision is bf16 but this CPU has no native bfloat16 (AVX512-BF16/AMX): "
                 "training will be slower than with train.precision: fp32")
+        self.phases = model.phases(config.epochs)
+        if not self.phases or any(ph.epochs < 1 for ph in self.phases):
+            raise ValueError(f"{type(model).__name__}.phases: each phase needs at least one epoch")
+        self.trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
         decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]  # biases, norms
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -195,7 +131,21 @@ class Trainer:
         targets = self.valid.targets if self.eval_idx is None else self.valid.targets[self.eval_idx]
         return ranking_metrics(ranked, targets)
 
-    def train_epoch(self) -> float:
+    def phase_at(self, epoch: int) -> Phase:
+        """The phase of 0-based ``epoch``: the model's phases in order, repeated."""
+        cycle = sum(ph.epochs for ph in self.phases)
+        left = epoch % cycle
+        for phase in self.phases:
+            if left < phase.epochs:
+                return phase
+            left -= phase.epochs
+        raise AssertionError("unreachable")
+
+    def train_epoch(self, phase: Phase | None = None) -> float:
+        phase = phase or self.phase_at(self.epoch)
+        for name, p in self.trainable.items():
+            p.requires_grad_(phase.trains is None or phase.trains(name))
+        loss_fn = getattr(self.model, phase.loss)
         self.model.train()
         # A generator seeded per epoch: a resumed run shuffles exactly as an uninterrupted one.
         gen = np.random.default_rng([self.seed, self.epoch])
@@ -208,7 +158,7 @@ class Trainer:
         for idx in bar:
             batch = self.model.make_batch(self.train_split, idx, self.device)
             with autocast(self.device, self.cfg.precision):
-                loss = self.model.loss(batch)
+                loss = loss_fn(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.max_grad_norm > 0:
@@ -219,6 +169,8 @@ class Trainer:
             total += value * len(idx)
             n += len(idx)
             bar.set_postfix(loss=f"{value:.4f}", refresh=False)  # shown at the bar's own pace
+        for p in self.trainable.values():
+            p.requires_grad_(True)
         return total / max(n, 1)
 
     def fit(self) -> dict:
@@ -232,10 +184,13 @@ class Trainer:
         out_of_time = False
         while self.epoch < self.cfg.epochs and self.bad_evals < self.cfg.patience and not out_of_time:
             t0 = time.perf_counter()
-            loss = self.train_epoch()
+            phase = self.phase_at(self.epoch)
+            loss = self.train_epoch(phase)
             self.epoch += 1
-            row = {"epoch": self.epoch, "train_loss": loss, "lr": self.scheduler.get_last_lr()[0],
-                   "epoch_seconds": time.perf_counter() - t0, **self.model.epoch_diagnostics()}
+            self.model.end_of_epoch(self.epoch, phase)
+            row = {"epoch": self.epoch, **({"phase": phase.name} if len(self.phases) > 1 else {}), "train_loss": loss,
+                   "lr": self.scheduler.get_last_lr()[0], "epoch_seconds": time.perf_counter() - t0,
+                   **self.model.epoch_diagnostics()}
             budget = self.cfg.time_budget_minutes
             out_of_time = budget > 0 and (time.perf_counter() - started) / 60 >= budget
             if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs or out_of_time:
@@ -258,10 +213,3 @@ class Trainer:
         self.log(f"best validation NDCG@10 {self.best:.4f} at epoch {self.best_epoch}")
         return {"best_valid_ndcg@10": self.best, "best_epoch": self.best_epoch, "epochs_run": self.epoch}
 
-
-def train_config(block: dict) -> TrainConfig:
-    known = TrainConfig.__dataclass_fields__
-    unknown = set(block) - set(known)
-    if unknown:
-        raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    return TrainConfig(**block)

@@ -1,16 +1,12 @@
 """DVC stage `download`: bring the selected source's raw files into data/raw (+ manifest.json)."""
-from pathlib import Path
-
-from pipeline import tracking
+from pipeline import paths, tracking
 from pipeline.config import load_params
 from pipeline.flows import download_flow, run_stage
-
-RAW_DIR = Path("data/raw")
 
 
 def main() -> None:
     params = load_params()
-    manifest = download_flow(params, RAW_DIR)
+    manifest = download_flow(params, paths.RAW)
     files = manifest["files"]
     with tracking.stage_run("download", params.data.dataset_name, {"data": params.data.model_dump()}) as run:
         run.log_metrics({"files": len(files), "bytes": sum(f["size"] for f in files.values())})

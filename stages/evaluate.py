@@ -1,24 +1,23 @@
-"""DVC stage `evaluate@<method>`: rank every test user's items; Recall/NDCG/invalid@K; per-user ranks."""
-import json
+"""DVC stage `evaluate@<method>`: rank every test user's items with the model folder alone; Recall/NDCG/
+invalid@K; per-user ranks. The results join the MLflow run of the method's train stage."""
 import sys
-from pathlib import Path
 
-from pipeline import tracking
+from pipeline import paths, tracking
 from pipeline.config import load_params
-from pipeline.flows import evaluate_flow, run_stage
+from pipeline.experiment import evaluate_model
+from pipeline.flows import as_flow, run_stage
 from pipeline.io import write_json
 
 
 def main(method: str) -> None:
     params = load_params()
-    model_dir = Path("data/models") / method
-    results = evaluate_flow(params, method, model_dir, Path("data/results") / method)
-    metrics_path = Path("reports/metrics") / f"evaluate_{method}.json"
+    results = as_flow(evaluate_model, name=f"evaluate-{method}")(paths.model_dir(method), paths.results_dir(method),
+                                                                  params.evaluate)
+    metrics_path = paths.METRICS / f"evaluate_{method}.json"
     write_json(results, metrics_path)
-    run_file = model_dir / "run.json"
-    run_id = json.loads(run_file.read_text()).get("mlflow_run_id") if run_file.exists() else None
-    with tracking.stage_run(f"evaluate@{method}", params.data.dataset_name,
-                            {"evaluate": params.model_extra.get("evaluate") or {}}, run_name=method, run_id=run_id) as run:
+    run_id = tracking.latest_run_id(params.data.dataset_name, f"train@{method}")
+    with tracking.stage_run(f"evaluate@{method}", params.data.dataset_name, {"evaluate": params.evaluate.model_dump()},
+                            run_name=method, run_id=run_id) as run:
         run.log_metrics({f"test_{k}": v for k, v in results.items() if isinstance(v, float)})
         run.log_artifact(str(metrics_path))
 

@@ -1,19 +1,16 @@
 """DVC stage `filter`: raw files -> k-core sequences, dense ids, leave-one-out samples, stats."""
-from pathlib import Path
-
-from pipeline import tracking
+from pipeline import paths, tracking
 from pipeline.config import load_params
-from pipeline.flows import filter_flow, run_stage
+from pipeline.data.prepare import prepare
+from pipeline.flows import as_flow, run_stage
 from pipeline.io import write_json
 
-RAW_DIR = Path("data/raw")
-OUT_DIR = Path("data/interim/sequences")
-METRICS = Path("reports/metrics/filter.json")
+METRICS = paths.METRICS / "filter.json"
 
 
 def main() -> None:
     params = load_params()
-    stats = filter_flow(params, RAW_DIR, OUT_DIR)
+    stats = as_flow(prepare, name="filter")(params, paths.RAW, paths.SEQUENCES)
     write_json(stats, METRICS)
     section = {"data": params.data.model_dump(), "filter": params.filter.model_dump()}
     with tracking.stage_run("filter", params.data.dataset_name, section) as run:

@@ -8,16 +8,15 @@ those of params.yaml's `methods` that have results; several seeds per method com
 """
 import csv
 import json
-import sys
 from pathlib import Path
 
-from pipeline import tracking
+from pipeline import paths, tracking
 from pipeline.compare import compare, markdown
 from pipeline.config import ParamsError, load_params
 from pipeline.flows import as_flow, run_stage
 from pipeline.io import atomic_path, write_json
 
-RESULTS = Path("data/results")
+RESULTS = paths.RESULTS
 
 
 def training_budget(result_dir: Path) -> str:
@@ -29,14 +28,10 @@ def training_budget(result_dir: Path) -> str:
 
 def main() -> None:
     params = load_params()
-    settings = params.model_extra.get("report") or {}
-    unknown = set(settings) - {"baseline"}
-    if unknown:
-        raise ParamsError(f"params.yaml: report: unknown key(s) {sorted(unknown)}; allowed: baseline")
-    methods = [m for m in (params.model_extra.get("methods") or {}) if (RESULTS / m / "ranks.parquet").exists()]
+    methods = [m for m in params.methods if (RESULTS / m / "ranks.parquet").exists()]
     if not methods:
         raise ParamsError(f"{RESULTS}: no evaluated method yet; run the evaluate@<method> stages first")
-    baseline = settings.get("baseline", "tiger")
+    baseline = params.report.baseline
     if baseline not in methods:
         print(f"[report] baseline {baseline!r} has no results: no relative change or p-values")
         baseline = None
@@ -45,16 +40,16 @@ def main() -> None:
             "One run per method (seeds: `scripts/seed_study.py`); trained: epochs run (best validation epoch, "
             "whose weights were tested); p-values: per-user NDCG@10 against the baseline (* p < 0.05, "
             "** p < 0.01).\n\n" + markdown(result, {m: training_budget(RESULTS / m) for m in methods}))
-    with atomic_path(Path("reports/comparison.md")) as tmp:
+    with atomic_path(paths.COMPARISON) as tmp:
         tmp.write_text(text)
-    write_json(result, Path("reports/metrics/comparison.json"))
-    with atomic_path(Path("reports/plots/comparison.csv")) as tmp, open(tmp, "w", newline="") as f:
+    write_json(result, paths.METRICS / "comparison.json")
+    with atomic_path(paths.PLOTS / "comparison.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "ndcg@10", "recall@10"])
         for m, row in result["methods"].items():
             writer.writerow([m, f"{row['ndcg@10']['mean']:.6f}", f"{row['recall@10']['mean']:.6f}"])
     print(text)
-    with tracking.stage_run("report", params.data.dataset_name, {"report": settings}, run_name="comparison") as run:
+    with tracking.stage_run("report", params.data.dataset_name, {"report": params.report.model_dump()}, run_name="comparison") as run:
         run.log_artifact("reports/comparison.md")
 
 

@@ -1,27 +1,26 @@
-"""DVC stage `semantic_ids`: every item's codes plus the collision token; unique by construction."""
-from pathlib import Path
+"""DVC stage `semantic_ids@<tokenizer>`: every item's codes plus the collision token; unique by construction."""
+import sys
 
-from pipeline import tracking
+from pipeline import paths, tracking
 from pipeline.config import load_params
-from pipeline.flows import run_stage, semantic_ids_flow
+from pipeline.flows import as_flow, run_stage
 from pipeline.io import write_json
-
-EMBEDDINGS = Path("data/processed/embeddings/embeddings.npy")
-RQVAE_DIR = Path("data/processed/rqvae")
-OUT_DIR = Path("data/processed/semantic_ids")
-METRICS = Path("reports/metrics/semantic_ids.json")
+from pipeline.tokenizers import semantic_ids
 
 
-def main() -> None:
+def main(name: str) -> None:
     params = load_params()
-    stats = semantic_ids_flow(params, EMBEDDINGS, RQVAE_DIR, OUT_DIR)
-    write_json(stats, METRICS)
+    block = params.tokenizer(name)
+    metrics = paths.METRICS / f"semantic_ids_{name}.json"
+    stats = as_flow(semantic_ids, name=f"semantic_ids-{name}")(block, paths.tokenizer_dir(name),
+                                                                 paths.semantic_ids_dir(name))
+    write_json(stats, metrics)
     section = {"data": params.data.model_dump(), "embed": params.embed.model_dump(),
-               "tokenize": params.tokenize.model_dump(), "seed": params.seed}
-    with tracking.stage_run("semantic_ids", params.data.dataset_name, section) as run:
+               "tokenizer": block.model_dump(), "seed": params.seed}
+    with tracking.stage_run(f"semantic_ids@{name}", params.data.dataset_name, section, run_name=name) as run:
         run.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, (int, float, bool))})
-        run.log_artifact(str(METRICS))
+        run.log_artifact(str(metrics))
 
 
 if __name__ == "__main__":
-    run_stage("semantic_ids", main)
+    run_stage(f"semantic_ids@{sys.argv[1]}", lambda: main(sys.argv[1]))

@@ -1,28 +1,33 @@
-"""DVC stage `tokenize`: train the RQ-VAE on the item embeddings (methods.md §3)."""
-from pathlib import Path
+"""DVC stage `tokenize@<tokenizer>`: train the tokenizer of block tokenizers.<tokenizer> (methods.md §3)."""
+import sys
 
-from pipeline import tracking
+from pipeline import paths, tracking
 from pipeline.config import load_params
-from pipeline.flows import run_stage, tokenize_flow
+from pipeline.flows import as_flow, run_stage
 from pipeline.io import write_json
-
-EMBEDDINGS = Path("data/processed/embeddings/embeddings.npy")
-OUT_DIR = Path("data/processed/rqvae")
-CURVE = Path("reports/plots/tokenize.csv")
-METRICS = Path("reports/metrics/tokenize.json")
+from pipeline.tokenizers import tokenize
 
 
-def main() -> None:
+def main(name: str) -> None:
     params = load_params()
+    block = params.tokenizer(name)
+    curve = paths.PLOTS / f"tokenize_{name}.csv"
+    out_dir = paths.tokenizer_dir(name)
     section = {"data": params.data.model_dump(), "filter": params.filter.model_dump(),
-               "embed": params.embed.model_dump(), "tokenize": params.tokenize.model_dump(), "seed": params.seed}
-    with tracking.stage_run("tokenize", params.data.dataset_name, section) as run:
-        final = tokenize_flow(params, EMBEDDINGS, OUT_DIR, CURVE,
-                              on_epoch=lambda epoch, m: run.log_metrics(m, step=epoch))
-        write_json(final, METRICS)
-        run.log_artifact(str(CURVE))
-        run.log_artifact(str(OUT_DIR / "config.json"))
+               "embed": params.embed.model_dump(), "tokenizer": block.model_dump(), "seed": params.seed}
+    every = max(1, block.epochs // 20)  # a readable log: ~20 lines per run
+
+    def progress(epoch: int, metrics: dict) -> None:
+        run.log_metrics(metrics, step=epoch)
+        if epoch % every == 0 or epoch == block.epochs:
+            print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+
+    with tracking.stage_run(f"tokenize@{name}", params.data.dataset_name, section, run_name=name) as run:
+        final = as_flow(tokenize, name=f"tokenize-{name}")(block, params.seed, out_dir, curve, on_epoch=progress)
+        write_json(final, paths.METRICS / f"tokenize_{name}.json")
+        run.log_artifact(str(curve))
+        run.log_artifact(str(out_dir / "config.json"))
 
 
 if __name__ == "__main__":
-    run_stage("tokenize", main)
+    run_stage(f"tokenize@{sys.argv[1]}", lambda: main(sys.argv[1]))

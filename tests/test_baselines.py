@@ -10,7 +10,10 @@ from safetensors.torch import load_model, save_model
 from pipeline.data.sequences import leave_one_out
 from pipeline.metrics import ranking_metrics
 from pipeline.models.popularity import MostPopular, training_interaction_counts
-from pipeline.models.sasrec import SASRec, SASRecConfig, from_params, position_ids
+from pipeline.config import ParamsError
+from pipeline.models.base import ModelInputs
+from pipeline.models.registry import build
+from pipeline.models.sasrec import SASRec, SASRecConfig, position_ids
 from pipeline.recdata import Split, load_split
 
 N_ITEMS = 20
@@ -211,16 +214,22 @@ def test_item_embeddings_are_the_table_without_the_padding_row():
     assert not emb.requires_grad
 
 
-def test_from_params_builds_the_config_and_rejects_unknown_keys():
-    model = from_params({"hidden": 48, "n_blocks": 1, "n_heads": 3, "dropout": 0.5, "max_len": 7}, n_items=11)
+def sasrec_block(backbone: dict, max_history: int = 7) -> SASRec:
+    return build("sasrec", backbone, ModelInputs(n_items=11), max_history, "params.yaml: methods.sasrec")
+
+
+def test_the_registry_builds_the_config_and_rejects_unknown_keys_naming_the_block():
+    model = sasrec_block({"hidden": 48, "n_blocks": 1, "n_heads": 3, "dropout": 0.5})
     assert model.config == SASRecConfig(n_items=11, max_len=7, hidden=48, n_blocks=1, n_heads=3, dropout=0.5)
     assert len(model.encoder.layers) == 1 and model.pos_emb.num_embeddings == 7
     assert model.item_emb.num_embeddings == 12
     assert SASRecConfig.from_dict(model.config.to_dict()) == model.config
-    with pytest.raises(ValueError, match="hiden"):
-        from_params({"hiden": 64}, n_items=11)
-    with pytest.raises(ValueError, match="n_heads"):
-        from_params({"hidden": 64, "n_heads": 3}, n_items=11)
+    with pytest.raises(ParamsError, match=r"methods.sasrec.backbone: .*hiden"):
+        sasrec_block({"hiden": 64})
+    with pytest.raises(ParamsError, match="n_heads"):
+        sasrec_block({"hidden": 64, "n_heads": 3})
+    with pytest.raises(ParamsError, match=r"methods.sasrec.backbone: \['max_len'\] come from the data"):
+        sasrec_block({"max_len": 50})  # filter.max_history decides it, for every method alike
     with pytest.raises(ValueError, match="bogus"):
         SASRecConfig.from_dict({"n_items": 3, "bogus": 1})
 

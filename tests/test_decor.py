@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ParamsError
-from pipeline.methods import build_model
+from pipeline.config import ParamsError, TrainConfig
+from pipeline.experiment import build_method
 from pipeline.models.decor import Decor, DecorConfig
 from pipeline.models.tiger import BOS, FIRST_CODE, Tiger, TigerConfig
-from pipeline.training import TrainConfig, Trainer
+from pipeline.training import Trainer
 from tests.test_tiger import DEPTH, K, N_ITEMS, catalogue, every_item_log_probability, pattern_split
 
 SIZES = dict(n_items=N_ITEMS, depth=DEPTH, codebook_size=K, d_model=32, num_layers=1, num_decoder_layers=1,
@@ -128,42 +128,32 @@ def test_epoch_diagnostics_report_per_level_usage_then_reset():
     assert model.epoch_diagnostics() == {}
 
 
-def test_bad_decor_settings_are_params_errors(tmp_path):
+def _ids_workspace(workspace, codes=None):
+    workspace.write_ids("rq", catalogue().numpy() if codes is None else codes, K)
+    return "data/processed/semantic_ids/rq"
+
+
+def _params(workspace, model, backbone=None):
+    return workspace.params({model: {"model": model, "inputs": ["data/processed/semantic_ids/rq"],
+                                     "backbone": backbone or {}}})
+
+
+def test_bad_decor_settings_are_params_errors(workspace):
+    _ids_workspace(workspace)
     for bad in ({"alpha": 1.5}, {"residual": "sum"}, {"bos_querys": 4}):
         with pytest.raises(ParamsError, match="methods.decor.backbone"):
-            build_model("decor", {"model": "decor", "backbone": bad}, 20, sid_dir=_sid_dir(tmp_path))
+            build_method(_params(workspace, "decor", bad), "decor")
 
 
-def test_unusable_semantic_ids_stop_model_construction_naming_the_folder_and_items(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    sid_dir = _sid_dir(tmp_path)
+def test_unusable_semantic_ids_stop_model_construction_naming_the_folder_and_items(workspace):
     codes = catalogue().numpy()
     codes[7] = codes[3]  # two items with one ID
-    pq.write_table(pa.table({"item_id": np.arange(N_ITEMS), **{f"c{i}": codes[:, i] for i in range(DEPTH)}}),
-                   sid_dir / "ids.parquet")
+    sid_dir = _ids_workspace(workspace, codes)
     for model in ("tiger", "decor"):
         with pytest.raises(ParamsError, match=rf"{sid_dir}.*items 3 and 7 share the ID"):
-            build_model(model, {"model": model}, 20, sid_dir=sid_dir)
+            build_method(_params(workspace, model), model)
     codes = catalogue().numpy()
     codes[5, 1] = K  # a code the codebook does not have
-    pq.write_table(pa.table({"item_id": np.arange(N_ITEMS), **{f"c{i}": codes[:, i] for i in range(DEPTH)}}),
-                   sid_dir / "ids.parquet")
+    _ids_workspace(workspace, codes)
     with pytest.raises(ParamsError, match=rf"item 5 has the ID .* codes must lie in \[0, {K}\)"):
-        build_model("tiger", {"model": "tiger"}, 20, sid_dir=sid_dir)
-
-
-def _sid_dir(tmp_path):
-    import json
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from safetensors.torch import save_file
-
-    codes = catalogue().numpy()
-    pq.write_table(pa.table({"item_id": np.arange(N_ITEMS), **{f"c{i}": codes[:, i] for i in range(DEPTH)}}),
-                   tmp_path / "ids.parquet")
-    (tmp_path / "meta.json").write_text(json.dumps({"codebook_size": K, "depth": DEPTH, "levels": DEPTH - 1}))
-    save_file({"codebooks": codebooks()}, str(tmp_path / "codebooks.safetensors"))
-    return tmp_path
+        build_method(_params(workspace, "tiger"), "tiger")

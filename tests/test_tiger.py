@@ -7,7 +7,10 @@ from safetensors.torch import load_file
 from pipeline.metrics import ranking_metrics
 from pipeline.models.tiger import BOS, EOS, FIRST_CODE, PAD, IncrementalT5Decoder, Tiger, TigerConfig
 from pipeline.recdata import Split
-from pipeline.training import TrainConfig, Trainer, autocast, rank_split
+from pipeline.config import TrainConfig
+from pipeline.precision import autocast
+from pipeline.ranking import rank_split
+from pipeline.training import Trainer
 
 N_ITEMS, DEPTH, K = 40, 4, 8
 
@@ -169,7 +172,7 @@ def test_precision_bf16_runs_the_model_in_bfloat16_on_cpu_and_auto_keeps_float32
 
 
 def test_unknown_precision_is_refused_with_the_key_named():
-    with pytest.raises(ValueError, match="train.precision"):
+    with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp16")
 
 
@@ -181,7 +184,7 @@ def test_unknown_precision_is_refused_with_the_key_named():
     (False, False, "cuda", "bf16", False),  # CUDA bf16 is native on every GPU the README targets
 ])
 def test_bf16_on_a_cpu_without_native_support_is_flagged(monkeypatch, avx512_bf16, amx, device, precision, warned):
-    from pipeline.training import emulated_bf16
+    from pipeline.precision import emulated_bf16
 
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.methods import CODE_ROOT, TRAINING_CODE, code_digest
+from pipeline.fingerprint import CODE_ROOT, TRAINING_CODE, code_digest
 
 
 def copy_training_code(dest: Path) -> None:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -26,13 +28,69 @@ class ModelConfig:
         return cls(**d)
 
 
+# What a model may read besides the training splits (``Recommender.reads``); the model folder stores each.
+SEMANTIC_IDS, CODEBOOKS = "semantic_ids", "codebooks"
+
+
+@dataclass
+class ModelInputs:
+    """The data a model is built from: from upstream stages when training, from its own folder afterwards."""
+    n_items: int
+    item_codes: torch.Tensor | None = None  # (N, D) semantic IDs in item-id order, collision level included
+    codebook_size: int | None = None  # K
+    codebooks: torch.Tensor | None = None  # (L, K, e) the tokenizer's codebooks
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of training: ``epochs`` epochs of ``loss`` (a method name of the model) on the parameters
+    whose names ``trains`` accepts (all when None). A model's phases repeat in order up to train.epochs."""
+    name: str
+    epochs: int
+    loss: str = "loss"
+    trains: Callable[[str], bool] | None = None
+
+
 class Recommender(nn.Module):
     """A model the shared trainer can fit and the shared evaluator can rank with.
 
     - ``make_batch``: tensors for samples ``idx`` of a split, on ``device`` (method-specific inputs);
     - ``loss``: the training loss of a batch (a scalar);
     - ``rank``: (B, k) item ids per sample, best first; -1 where no valid item fills a slot.
+
+    The registry (``pipeline.models.registry``) builds a model from its class attributes:
+    - ``reads``: the inputs beyond the splits (``SEMANTIC_IDS``, ``CODEBOOKS``);
+    - ``config_class``: its settings (the params block's ``backbone`` plus the sizes ``sizes`` derives);
+    - ``from_inputs``: the model from a config and the inputs;
+    - ``fits_itself``: True for a model fitted by ``fit(train_split)`` instead of the trainer (popularity).
     """
+    reads: ClassVar[tuple[str, ...]] = ()
+    config_class: ClassVar[type[ModelConfig]]
+    fits_itself: ClassVar[bool] = False
+
+    @classmethod
+    def sizes(cls, inputs: ModelInputs, max_history: int) -> dict:
+        """The config values that come from the data, not from the params block."""
+        return {"n_items": inputs.n_items}
+
+    @classmethod
+    def from_inputs(cls, config: ModelConfig, inputs: ModelInputs) -> "Recommender":
+        raise NotImplementedError
+
+    def phases(self, epochs: int) -> list[Phase]:
+        """Training phases, repeated in order up to ``epochs``; one phase of the whole model by default."""
+        return [Phase("train", max(epochs, 1))]
+
+    def end_of_epoch(self, epoch: int, phase: Phase) -> None:
+        """Called after each training epoch, before validation (e.g. to re-derive IDs and the prefix index)."""
+
+    def exports(self) -> dict[str, torch.Tensor]:
+        """Tensors written beside the trained weights as ``<name>.safetensors`` for other stages to read
+        (SASRec's item embeddings, which a tokenizer such as LETTER's takes as input)."""
+        return {}
+
+    def fit(self, train: Split) -> "Recommender":
+        raise NotImplementedError(f"{type(self).__name__} is trained by the trainer, not by fit()")
 
     def make_batch(self, split: Split, idx: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.models.base import CODEBOOKS, SEMANTIC_IDS, ModelInputs
 from pipeline.models.tiger import BOS, FIRST_CODE, Tiger, TigerConfig
 
 
@@ -48,6 +49,13 @@ class DecorConfig(TigerConfig):
 
 
 class Decor(Tiger):
+    reads = (SEMANTIC_IDS, CODEBOOKS)
+    config_class = DecorConfig
+
+    @classmethod
+    def from_inputs(cls, config: DecorConfig, inputs: ModelInputs) -> "Decor":
+        return cls(config, inputs.item_codes, inputs.codebooks)
+
     def __init__(self, config: DecorConfig, item_codes: torch.Tensor, codebooks: torch.Tensor):
         super().__init__(config, item_codes)
         levels, K, e = codebooks.shape
@@ -64,7 +72,7 @@ class Decor(Tiger):
             table[FIRST_CODE : FIRST_CODE + levels * K] = codebooks.reshape(levels * K, e).float()
             has_semantic = torch.zeros(config.vocab_size, dtype=torch.bool)
             has_semantic[FIRST_CODE : FIRST_CODE + levels * K] = True
-            # Non-persistent buffers: rebuilt from the semantic_ids stage's codebooks, never trained or saved.
+            # Non-persistent buffers: rebuilt from the codebooks stored in the model folder, never trained.
             self.register_buffer("semantic_table", table, persistent=False)
             self.register_buffer("has_semantic", has_semantic, persistent=False)
             self.semantic_proj, self.semantic_norm = nn.Linear(e, d), nn.LayerNorm(d)

@@ -17,11 +17,13 @@ fewer than 4 items has no training sample and adds nothing (the 5-core filter le
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from pipeline.metrics import INVALID
-from pipeline.models.base import Recommender
+from pipeline.models.base import ModelConfig, ModelInputs, Recommender
 from pipeline.recdata import Split
 
 
@@ -39,14 +41,26 @@ def training_interaction_counts(train: Split, n_items: int) -> np.ndarray:
     return np.bincount(counted, minlength=n_items).astype(np.int64)
 
 
+@dataclass
+class PopularityConfig(ModelConfig):
+    n_items: int
+
+
 class MostPopular(Recommender):
     """No trainable parameters: ``fit`` fills the ``counts`` buffer (saved with the weights)."""
+    config_class = PopularityConfig
+    fits_itself = True
+
+    @classmethod
+    def from_inputs(cls, config: PopularityConfig, inputs: ModelInputs) -> "MostPopular":
+        return cls(config.n_items)
 
     def __init__(self, n_items: int):
         super().__init__()
         if n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {n_items}")
         self.n_items = n_items
+        self.config = PopularityConfig(n_items)
         self.register_buffer("counts", torch.zeros(n_items, dtype=torch.int64))
 
     def fit(self, train: Split) -> "MostPopular":

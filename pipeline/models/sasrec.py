@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.metrics import INVALID
-from pipeline.models.base import ModelConfig, Recommender
+from pipeline.models.base import ModelConfig, ModelInputs, Recommender
 from pipeline.recdata import Split
 
 
@@ -65,6 +65,16 @@ def position_ids(lengths: torch.Tensor, width: int) -> torch.Tensor:
 
 
 class SASRec(Recommender):
+    config_class = SASRecConfig
+
+    @classmethod
+    def sizes(cls, inputs: ModelInputs, max_history: int) -> dict:
+        return {"n_items": inputs.n_items, "max_len": max_history}
+
+    @classmethod
+    def from_inputs(cls, config: SASRecConfig, inputs: ModelInputs) -> "SASRec":
+        return cls(config)
+
     def __init__(self, config: SASRecConfig):
         super().__init__()
         self.config = config
@@ -149,15 +159,10 @@ class SASRec(Recommender):
                                              device=top.device)], dim=1)
         return top
 
+    def exports(self) -> dict[str, torch.Tensor]:
+        return {"item_embeddings": self.item_embeddings()}  # row i = item i
+
     def item_embeddings(self) -> torch.Tensor:
         """(n_items, hidden) learned item table without the padding row (a detached copy)."""
         return self.item_emb.weight[: self.config.n_items].detach().clone()
 
-
-def from_params(block: dict, n_items: int) -> SASRec:
-    """SASRec from a params.yaml backbone block (keys: hidden, n_blocks, n_heads, dropout, max_len)."""
-    allowed = {"hidden", "n_blocks", "n_heads", "dropout", "max_len"}
-    for key in block:
-        if key not in allowed:
-            raise ValueError(f"unknown SASRec setting {key!r}; allowed: {sorted(allowed)}")
-    return SASRec(SASRecConfig(n_items=n_items, **block))

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from transformers import T5Config, T5ForConditionalGeneration
 
 from pipeline.decoding import PrefixIndex, constrained_beam_search
-from pipeline.models.base import ModelConfig, Recommender
+from pipeline.models.base import SEMANTIC_IDS, ModelConfig, ModelInputs, Recommender
 from pipeline.recdata import Split
 
 PAD, EOS, BOS, FIRST_CODE = 0, 1, 2, 3
@@ -52,6 +52,18 @@ def code_tokens(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
 
 
 class Tiger(Recommender):
+    reads = (SEMANTIC_IDS,)
+    config_class = TigerConfig
+
+    @classmethod
+    def sizes(cls, inputs: ModelInputs, max_history: int) -> dict:
+        return {"n_items": inputs.n_items, "depth": inputs.item_codes.shape[1],
+                "codebook_size": inputs.codebook_size, "max_history": max_history}
+
+    @classmethod
+    def from_inputs(cls, config: TigerConfig, inputs: ModelInputs) -> "Tiger":
+        return cls(config, inputs.item_codes)
+
     def __init__(self, config: TigerConfig, item_codes: torch.Tensor):
         super().__init__()
         if item_codes.shape != (config.n_items, config.depth):

@@ -1,0 +1,161 @@
+"""A trained model's folder, which stands alone (as nanoGPT's checkpoint does for ``sample.py``).
+
+``train@<method>`` writes, beside the weights:
+
+- ``model.json``: the registry name of the model class, its resolved config (every hyperparameter and
+  size), the inputs it was built from, and the item catalogue it was trained on;
+- ``semantic_ids.parquet`` and ``codebooks.safetensors``, for models that read them: the item -> ID table
+  and the tokenizer's codebooks the model was trained with;
+- ``best.safetensors`` (the selected weights) and ``training.json`` (epochs run, best epoch).
+
+``evaluate`` and ``recommend`` rebuild the model from this folder alone: never from params.yaml or the
+upstream folders, so re-running a tokenizer cannot silently change what a trained model means. No
+per-run value (MLflow run id, timing) goes in: the same inputs give the same bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+from safetensors.torch import load_file, save_file, save_model
+from safetensors.torch import load_model as load_safetensors_into
+
+from pipeline.io import atomic_path, write_json
+from pipeline.models.base import CODEBOOKS, SEMANTIC_IDS, ModelInputs, Recommender
+from pipeline.models.registry import MethodError, model_class, name_of
+from pipeline.semantic_ids import SemanticIdError, read_id_table, write_id_table
+
+CONFIG_FILE = "model.json"
+WEIGHTS_FILE = "best.safetensors"
+IDS_FILE = "semantic_ids.parquet"
+CODEBOOKS_FILE = "codebooks.safetensors"
+TRAINING_FILE = "training.json"
+FORMAT = 1
+
+
+# ----- weights ---------------------------------------------------------------------------------------
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    # save_model de-duplicates tied tensors (T5 shares its embedding with the LM head).
+    with atomic_path(path) as tmp:
+        save_model(model, str(tmp))
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    device = next(model.parameters(), torch.zeros(0)).device
+    load_safetensors_into(model, str(path), strict=True, device=str(device))
+
+
+# ----- semantic IDs and codebooks --------------------------------------------------------------------
+def _codes(path: Path, n_items: int) -> torch.Tensor:
+    if not path.exists():
+        raise MethodError(f"{path}: not found")
+    try:
+        return torch.as_tensor(read_id_table(path, n_items))
+    except SemanticIdError as exc:
+        raise MethodError(str(exc)) from None
+
+
+def read_codebooks(path: Path) -> torch.Tensor:
+    if not path.exists():
+        raise MethodError(f"{path}: not found")
+    return load_file(str(path))["codebooks"]
+
+
+def write_codebooks(codebooks: torch.Tensor, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        save_file({"codebooks": codebooks.detach().cpu().contiguous()}, str(tmp))
+
+
+# ----- the item catalogue ----------------------------------------------------------------------------
+def catalogue(items_path: Path) -> dict:
+    """The items a model ranks: their number and a digest of their raw ids in item-id order."""
+    table = pq.read_table(items_path, columns=["item_id", "raw_item_id"]).sort_by("item_id")
+    digest = hashlib.sha256("\n".join(table["raw_item_id"].to_pylist()).encode()).hexdigest()
+    return {"items": table.num_rows, "raw_item_ids_sha256": digest}
+
+
+def check_catalogue(folder: Path, info: dict, items_path: Path) -> None:
+    here = catalogue(items_path)
+    if info["catalogue"] != here:
+        raise MethodError(f"{folder}: trained on a catalogue of {info['catalogue']['items']:,} items, but {items_path} "
+                          f"holds {here['items']:,} items{' with other ids' if here['items'] == info['catalogue']['items'] else ''}: "
+                          "the model cannot rank this data; re-run its train stage (dvc repro train@<method>)")
+
+
+# ----- the folder ------------------------------------------------------------------------------------
+def upstream_inputs(cls: type[Recommender], inputs: list[str], n_items: int, where: str) -> ModelInputs:
+    """The inputs a model class reads, from the folders a params block names (``inputs``)."""
+    data = ModelInputs(n_items=n_items)
+    if not cls.reads:
+        return data
+    from pipeline.paths import tokenizer_of
+
+    sid_dirs = [Path(p) for p in inputs if tokenizer_of(p)]
+    if len(sid_dirs) != 1:
+        raise MethodError(f"{where}.inputs: {name_of(cls)} reads semantic IDs: name one tokenizer's IDs, "
+                          f"data/processed/semantic_ids/<tokenizer> (got {inputs})")
+    sid_dir = sid_dirs[0]
+    meta_path = sid_dir / "meta.json"
+    if not meta_path.exists():
+        raise MethodError(f"{meta_path}: not found; run its stage (dvc repro semantic_ids@{sid_dir.name})")
+    data.item_codes = _codes(sid_dir / "ids.parquet", n_items)
+    data.codebook_size = int(json.loads(meta_path.read_text())["codebook_size"])
+    if CODEBOOKS in cls.reads:
+        data.codebooks = read_codebooks(sid_dir / "codebooks.safetensors")
+    return data
+
+
+def write_folder(folder: Path, method: str, model: Recommender, data: ModelInputs, inputs: list[str],
+                 items_path: Path) -> None:
+    """Everything but the weights: the config, the IDs and codebooks the model reads, the catalogue."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cls = type(model)
+    if SEMANTIC_IDS in cls.reads:
+        write_id_table(model.item_codes.cpu().numpy(), folder / IDS_FILE)
+    if CODEBOOKS in cls.reads:
+        write_codebooks(data.codebooks, folder / CODEBOOKS_FILE)
+    write_json({"format": FORMAT, "method": method, "model": name_of(cls), "config": model.config.to_dict(),
+                "inputs": inputs, "catalogue": catalogue(items_path)}, folder / CONFIG_FILE)
+
+
+def write_exports(model: Recommender, folder: Path) -> None:
+    for name, tensor in model.exports().items():
+        with atomic_path(folder / f"{name}.safetensors") as tmp:
+            save_file({name: tensor.detach().cpu().contiguous()}, str(tmp))
+
+
+def read_info(folder: Path) -> dict:
+    path = Path(folder) / CONFIG_FILE
+    if not path.exists():
+        raise MethodError(f"{path}: not found; {folder} is not a trained model folder (run dvc repro train@<method>)")
+    info = json.loads(path.read_text())
+    if info.get("format") != FORMAT:
+        raise MethodError(f"{path}: written by another version of the pipeline (format {info.get('format')}); "
+                          "re-run its train stage")
+    return info
+
+
+def load_model(folder: str | Path, device: torch.device | str = "cpu",
+               items_path: Path | None = None) -> tuple[Recommender, dict]:
+    """The trained model of ``folder``, built from the folder alone; checks the catalogue of ``items_path``."""
+    folder = Path(folder)
+    info = read_info(folder)
+    if items_path is not None:
+        check_catalogue(folder, info, items_path)
+    cls = model_class(info["model"], f"{folder / CONFIG_FILE}: model")
+    config = cls.config_class.from_dict(info["config"])
+    data = ModelInputs(n_items=info["config"]["n_items"])
+    if SEMANTIC_IDS in cls.reads:
+        data.item_codes = _codes(folder / IDS_FILE, data.n_items)
+        data.codebook_size = info["config"]["codebook_size"]
+    if CODEBOOKS in cls.reads:
+        data.codebooks = read_codebooks(folder / CODEBOOKS_FILE)
+    model = cls.from_inputs(config, data).to(device)
+    weights = folder / WEIGHTS_FILE
+    if not weights.exists():
+        raise MethodError(f"{weights}: not found; the training of {folder} did not finish (re-run its train stage)")
+    load_weights(model, weights)
+    return model.eval(), info
