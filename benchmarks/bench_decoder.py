@@ -26,17 +26,15 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from pipeline.models.tiger import BOS, Tiger, TigerConfig
 from pipeline.recdata import Split, load_split
-from pipeline.training import TrainConfig, load_weights
+from pipeline.config import TrainConfig
 
 
 def trained_or_random(method: str, n_users: int, seed: int, paper_size: bool = False):
     model_dir = Path("data/models") / method
     if (model_dir / "best.safetensors").exists() and not paper_size:
-        from pipeline.methods import build_model
+        from pipeline.model_folder import load_model
 
-        cfg = json.loads((model_dir / "config.json").read_text())
-        model = build_model(method, cfg["block"], cfg["max_history"])
-        load_weights(model, model_dir / "best.safetensors")
+        model, _ = load_model(model_dir)  # the folder alone: its config, IDs and weights
         return model, load_split("data/interim/sequences/test.parquet"), f"trained {method} from {model_dir}"
     rng = np.random.default_rng(seed)
     n_items, K = 12_000, 256
@@ -113,7 +111,7 @@ def main() -> None:
     ap.add_argument("--method", default="tiger")
     ap.add_argument("--users", type=int, default=512)
     ap.add_argument("--beam", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=TrainConfig.eval_batch_size)
+    ap.add_argument("--batch-size", type=int, default=TrainConfig().eval_batch_size)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--paper-size", action="store_true",

@@ -15,7 +15,7 @@ import torch
 
 from pipeline.models.tiger import Tiger, TigerConfig
 from pipeline.recdata import Split
-from pipeline.training import PRECISIONS, autocast
+from pipeline.precision import PRECISIONS, autocast
 
 
 def synthetic(n_samples: int, n_items: int, seed: int) -> Split:
@@ -73,11 +73,9 @@ def main() -> None:
     if args.precision != "auto":
         other = throughput(tiger, split, args.batch_size, args.steps, device, args.precision)
         print(f"TIGER, precision {args.precision}: {other:,.0f} samples/s (x{other / base:.2f})")
-    try:
-        from pipeline.models.sasrec import from_params
-    except ImportError:
-        return
-    sasrec = from_params({"max_len": 20}, args.items)
+    from pipeline.models.sasrec import SASRec, SASRecConfig
+
+    sasrec = SASRec(SASRecConfig(n_items=args.items, max_len=20))
     print(f"SASRec (default block): {throughput(sasrec, split, args.batch_size, args.steps, device):,.0f} samples/s")
 
 

@@ -403,7 +403,7 @@ def train_rqvae(embeddings: np.ndarray, config: RQVAEConfig, *, epochs: int, bat
             if not math.isfinite(metrics["loss"]):
                 raise FloatingPointError(
                     f"RQ-VAE loss became {metrics['loss']} in epoch {epoch}; lower the learning rate "
-                    f"(tokenize.lr={lr}) or check the embeddings' scale")
+                    f"(tokenizers.<name>.lr={lr}) or check the embeddings' scale")
             codes = model.encode_codes(data).numpy()
             metrics.update(_epoch_code_metrics(codes, config.codebook_size))
             if dead_code_restart and epoch < epochs:  # never after the last epoch: the result is what was logged
@@ -442,7 +442,7 @@ def load_rqvae(directory: str | Path, device: str | torch.device = "cpu") -> RQV
     directory = Path(directory)
     for name in (MODEL_FILE, CONFIG_FILE):
         if not (directory / name).exists():
-            raise FileNotFoundError(f"{directory / name}: missing; run the tokenize stage first")
+            raise FileNotFoundError(f"{directory / name}: missing; run its tokenize@<tokenizer> stage first")
     config = RQVAEConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
     model = RQVAE(config)
     model.load_state_dict(load_file(str(directory / MODEL_FILE)), strict=True)

@@ -38,7 +38,7 @@ def main() -> None:
     os.chdir(args.workspace)
 
     from pipeline.config import params_from_dict, set_dotted
-    from pipeline.experiment import evaluate_method, train_method
+    from pipeline.experiment import evaluate_model, train_method
 
     raw = yaml.safe_load(Path("params.yaml").read_text())
     for assignment in args.set:
@@ -48,7 +48,7 @@ def main() -> None:
     model_dir = Path("data/models") / args.method
     summary, history = train_method(params, args.method, model_dir)
     train_s = time.perf_counter() - t0
-    metrics = evaluate_method(params, args.method, model_dir, Path("data/results") / args.method)
+    metrics = evaluate_model(model_dir, Path("data/results") / args.method, params.evaluate)
     result = {"method": args.method, "overrides": args.set, "train_seconds": round(train_s, 1),
               "summary": summary, "test": metrics, "history": history}
     report.parent.mkdir(parents=True, exist_ok=True)

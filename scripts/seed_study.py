@@ -37,7 +37,7 @@ def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int
 
     torch.set_num_threads(threads)
     from pipeline.config import params_from_dict
-    from pipeline.experiment import evaluate_method, train_method
+    from pipeline.experiment import evaluate_model, train_method
 
     run_dir = Path(run_dir)
     done = run_dir / "result.json"
@@ -51,13 +51,13 @@ def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int
         result = json.loads(done.read_text())
         if re_evaluate:  # the trained model as it is, ranked again by the current code
             log("re-evaluating the finished run with the current ranking code")
-            result["test"] = evaluate_method(params, method, run_dir / "model", run_dir / "results", log=log)
+            result["test"] = evaluate_model(run_dir / "model", run_dir / "results", params.evaluate, log=log)
             result["re_evaluated"] = True
             done.write_text(json.dumps(result, indent=2, default=float) + "\n")
         return result
 
     summary, _ = train_method(params, method, run_dir / "model", log=log)
-    metrics = evaluate_method(params, method, run_dir / "model", run_dir / "results", log=log)
+    metrics = evaluate_model(run_dir / "model", run_dir / "results", params.evaluate, log=log)
     result = {"method": method, "seed": seed, "summary": summary, "test": metrics}
     done.write_text(json.dumps(result, indent=2, default=float) + "\n")
     return result

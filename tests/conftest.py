@@ -73,13 +73,10 @@ class Workspace:
         save_file({"codebooks": books}, str(d / "codebooks.safetensors"))
         return d
 
-    def random_ids(self, codebook_size: int = 8, levels: int = 2, seed: int = 0) -> np.ndarray:
-        rng = np.random.default_rng(seed)
-        while True:
-            codes = rng.integers(0, codebook_size, size=(N_ITEMS, levels + 1))
-            codes[:, -1] = 0
-            if len({tuple(c) for c in codes}) == N_ITEMS:
-                return codes
+    def random_ids(self, codebook_size: int = 8, seed: int = 0) -> np.ndarray:
+        """Unique (N, 3) IDs: two levels of ``codebook_size`` codes (a shuffled grid) and the collision token 0."""
+        grid = np.random.default_rng(seed).permutation(codebook_size * codebook_size)[:N_ITEMS]
+        return np.stack([grid // codebook_size, grid % codebook_size, np.zeros_like(grid)], axis=1)
 
     def params(self, methods: dict, tokenizers: dict | None = None, **sections):
         raw = {"methods": methods, "tokenizers": tokenizers or {"rq": {"model": "rqvae"}}, **sections}

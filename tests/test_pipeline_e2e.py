@@ -24,15 +24,18 @@ SKIP = {".venv", ".git", "data", "mlruns.db", "mlruns", ".pytest_cache", ".bench
 
 # Small enough for CI on two cores; the stage code paths are the same as with the defaults.
 TINY = {
-    "tokenize": {"epochs": 3, "hidden": [64], "code_dim": 16},
+    "tokenizers": {"rqvae": {"epochs": 3, "hidden": [64], "code_dim": 16},
+                   "rqvae_e32": {"epochs": 3, "hidden": [64], "code_dim": 8}},
     "methods": {"sasrec": {"train": {"epochs": 1, "samples_per_epoch": 512, "batch_size": 128}}},
 }
 TINY_GENERATIVE = {
     "backbone": {"d_model": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16, "d_ff": 64},
     "train": {"epochs": 1, "samples_per_epoch": 256, "batch_size": 64, "max_eval_samples": 64},
 }
-# The DECOR ablation rows run the same code as `decor` with other switches: CI runs tiger and decor only.
-KEPT_METHODS = ("popularity", "sasrec", "tiger", "decor")
+# The DECOR ablation rows run the same code as `decor` with other switches: CI runs tiger, its twin on the
+# second tokenizer, and decor only.
+KEPT_METHODS = ("popularity", "sasrec", "tiger", "tiger_e32", "decor")
+TOKENIZERS = ("rqvae", "rqvae_e32")
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -96,6 +99,13 @@ def edit_params(work: Path, change: dict) -> None:
     (work / "params.yaml").write_text(yaml.safe_dump(merge(params, change), sort_keys=False))
 
 
+def restore_baseline(work: Path, env: dict) -> None:
+    """Back to the committed baseline: params, lock and the git-tracked metrics/plots, then the cached outputs."""
+    subprocess.run(["git", "checkout", "--", "."], cwd=work, check=True, env=env)
+    assert dvc(["checkout", "-q"], work, env).returncode == 0
+    assert "up to date" in dvc(["status"], work, env).stdout
+
+
 @pytest.mark.slow
 def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their_stages(tmp_path):
     work = copy_repo(tmp_path / "repo")
@@ -115,16 +125,18 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
         assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
         flows = {f["id"]: f["name"] for f in prefect_post(api, "flows/filter")}
         completed = {flows[r["flow_id"]] for r in prefect_post(api, "flow_runs/filter") if r["state_type"] == "COMPLETED"}
-    assert {"download", "filter", "embed", "tokenize", "semantic_ids", "report"} <= completed, completed
+    assert {"download", "filter", "embed", "report"} <= completed, completed
+    assert {f"{stage}-{t}" for stage in ("tokenize", "semantic_ids") for t in TOKENIZERS} <= completed, completed
     assert {f"{stage}-{m}" for stage in ("train", "evaluate") for m in KEPT_METHODS} <= completed, completed
     metrics = work / "reports" / "metrics"
     stats = json.loads((metrics / "filter.json").read_text())
     assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1349, 99287)
-    assert json.loads((metrics / "semantic_ids.json").read_text())["unique_ids"] is True
+    for t in TOKENIZERS:
+        assert json.loads((metrics / f"semantic_ids_{t}.json").read_text())["unique_ids"] is True
     for method in KEPT_METHODS:
         result = json.loads((metrics / f"evaluate_{method}.json").read_text())
         assert result["users"] == 943 and 0.0 <= result["ndcg@10"] <= 1.0, result
-    for method in ("tiger", "decor"):
+    for method in ("tiger", "tiger_e32", "decor"):
         assert json.loads((metrics / f"evaluate_{method}.json").read_text())["invalid@10"] == 0.0
     assert "composition_active_l1" in (work / "reports" / "plots" / "train_decor.csv").read_text()
     comparison = (work / "reports" / "comparison.md").read_text()
@@ -137,7 +149,7 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     tiger = runs["tiger"]
     assert tiger.data.tags["dvc.stage"] == "train@tiger" and tiger.data.tags["dvc.stage.evaluate"] == "evaluate@tiger"
     assert tiger.data.tags["dataset"] == "movielens-100k" and tiger.data.tags["git.commit"]
-    assert {"method.backbone.d_model", "tokenize.codebook_size", "embed.model", "data.source"} <= set(tiger.data.params)
+    assert {"method.backbone.d_model", "tokenizer.codebook_size", "embed.model", "data.source"} <= set(tiger.data.params)
     assert {"train_loss", "valid_ndcg_at_10", "test_ndcg_at_10", "test_recall_at_10"} <= set(tiger.data.metrics)
     from mlflow.tracking import MlflowClient
 
@@ -152,9 +164,12 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
 
     # `repro --dry` lists the stages whose own inputs changed; the stages after them run only if their
     # outputs then change (DVC compares hashes), so nothing upstream or beside them is touched.
-    edit_params(work, {"tokenize": {"beta": 0.3}})
-    assert would_run(work, env) == {"tokenize"}
-    edit_params(work, {"tokenize": {"beta": 0.25}})
+    edit_params(work, {"tokenizers": {"rqvae": {"beta": 0.3}}})
+    assert would_run(work, env) == {"tokenize@rqvae"}
+    edit_params(work, {"tokenizers": {"rqvae": {"beta": 0.25}}})
+    edit_params(work, {"evaluate": {"batch_size": 64}})
+    assert would_run(work, env) == {f"evaluate@{m}" for m in KEPT_METHODS}  # evaluation settings, one block
+    edit_params(work, {"evaluate": {"batch_size": 128}})
     edit_params(work, {"methods": {"sasrec": {"train": {"lr": 0.002}}}})
     assert would_run(work, env) == {"train@sasrec", "evaluate@sasrec"}
     edit_params(work, {"methods": {"sasrec": {"train": {"lr": 0.001}}}})
@@ -168,12 +183,18 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     quick = {**env, "GENREC_ORCHESTRATOR": "none"}
     third = dvc(["repro"], work, quick)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
-    assert ran(third) == {"embed", "tokenize", "semantic_ids", "train@tiger", "evaluate@tiger", "train@decor",
-                          "evaluate@decor", "report"}, third.stdout
-    # Back to the baseline: params, lock and the git-tracked metrics/plots files, then the cached outputs.
-    subprocess.run(["git", "checkout", "--", "."], cwd=work, check=True, env=env)
-    assert dvc(["checkout", "-q"], work, env).returncode == 0
-    assert "up to date" in dvc(["status"], work, env).stdout
+    assert ran(third) == {"embed", *(f"{s}@{t}" for s in ("tokenize", "semantic_ids") for t in TOKENIZERS),
+                          *(f"{s}@{m}" for s in ("train", "evaluate") for m in ("tiger", "tiger_e32", "decor")),
+                          "report"}, third.stdout
+    restore_baseline(work, env)
+    # Editing the second tokenizer re-runs its own chain and the one method that reads it, nothing else.
+    edit_params(work, {"tokenizers": {"rqvae_e32": {"beta": 0.5}}})
+    assert would_run(work, env) == {"tokenize@rqvae_e32"}
+    fourth = dvc(["repro"], work, quick)
+    assert fourth.returncode == 0, fourth.stdout[-3000:] + fourth.stderr[-3000:]
+    assert ran(fourth) == {"tokenize@rqvae_e32", "semantic_ids@rqvae_e32", "train@tiger_e32", "evaluate@tiger_e32",
+                           "report"}, fourth.stdout
+    restore_baseline(work, env)
 
     # A queued sweep (two values) runs in DVC's temporary copies, shows in `dvc exp show`, and its runs land
     # in the copy's own MLflow store, tagged with the experiment's name.

@@ -71,10 +71,6 @@ class SASRec(Recommender):
     def sizes(cls, inputs: ModelInputs, max_history: int) -> dict:
         return {"n_items": inputs.n_items, "max_len": max_history}
 
-    @classmethod
-    def from_inputs(cls, config: SASRecConfig, inputs: ModelInputs) -> "SASRec":
-        return cls(config)
-
     def __init__(self, config: SASRecConfig):
         super().__init__()
         self.config = config

@@ -1,0 +1,127 @@
+"""A trained model folder stands alone: evaluate and recommend use the config and IDs stored with the model,
+whatever happened upstream since; a folder trained on another catalogue is refused."""
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from safetensors.torch import load_file
+
+from pipeline import paths
+from pipeline.config import ParamsError
+from pipeline.experiment import evaluate_model, train_method
+from pipeline.model_folder import load_model
+from pipeline.recommend import main as recommend_main
+from pipeline.recommend import recommend
+from pipeline.semantic_ids import read_id_table
+from pipeline.tokenizers import semantic_ids, tokenize
+from tests.conftest import N_ITEMS, TINY_T5, TINY_TRAIN
+
+
+def quiet(*_):
+    pass
+
+
+def rqvae(**over) -> dict:
+    return {"model": "rqvae", "hidden": [16], "code_dim": 8, "levels": 2, "codebook_size": 8, "epochs": 5,
+            "batch_size": 64, **over}
+
+
+def run_tokenizer(params, name: str) -> np.ndarray:
+    """tokenize@<name> then semantic_ids@<name>, as the stages run them; returns the IDs."""
+    block = params.tokenizer(name)
+    tokenize(block, params.seed, paths.tokenizer_dir(name), paths.PLOTS / f"tokenize_{name}.csv", log=quiet)
+    semantic_ids(block, paths.tokenizer_dir(name), paths.semantic_ids_dir(name), log=quiet)
+    return read_id_table(paths.semantic_ids_dir(name) / "ids.parquet")
+
+
+def tiger_params(workspace, tokenizer: dict):
+    return workspace.params({"tiger": {"model": "tiger", "inputs": ["data/processed/semantic_ids/rq"],
+                                       "backbone": TINY_T5, "train": TINY_TRAIN}}, {"rq": tokenizer})
+
+
+def test_evaluate_and_recommend_use_the_ids_stored_with_the_model_after_the_tokenizer_reruns(workspace):
+    workspace.write_embeddings()
+    params = tiger_params(workspace, rqvae())
+    trained_ids = run_tokenizer(params, "rq")
+    model_dir = paths.model_dir("tiger")
+    train_method(params, "tiger", model_dir, log=quiet)
+    before = evaluate_model(model_dir, paths.results_dir("tiger"), params.evaluate, log=quiet)
+    listed = recommend(model_dir, [3, 24, 11], k=5)
+    assert [row["semantic_id"] for row in listed] == [trained_ids[int(row["item_id"][1:])].tolist() for row in listed]
+
+    # The tokenizer re-runs with other settings: upstream IDs change (here even their length) ...
+    params = tiger_params(workspace, rqvae(levels=3, codebook_size=4, code_dim=4, epochs=3))
+    new_ids = run_tokenizer(params, "rq")
+    assert new_ids.shape != trained_ids.shape
+    # ... and the trained model still ranks with the IDs it was trained with.
+    assert np.array_equal(read_id_table(model_dir / "semantic_ids.parquet"), trained_ids)
+    model, info = load_model(model_dir)
+    assert np.array_equal(model.item_codes.numpy(), trained_ids) and info["config"]["depth"] == trained_ids.shape[1]
+    after = evaluate_model(model_dir, paths.results_dir("tiger"), params.evaluate, log=quiet)
+    assert after == before
+    assert recommend(model_dir, [3, 24, 11], k=5) == listed
+
+
+def test_the_folder_holds_the_class_config_and_ids_and_no_per_run_value(workspace):
+    ids = workspace.random_ids()
+    workspace.write_ids("rq", ids, 8)
+    params = tiger_params(workspace, {"model": "rqvae"})
+    first, second = workspace.root / "a", workspace.root / "b"
+    train_method(params, "tiger", first, log=quiet)
+    train_method(params, "tiger", second, log=quiet)
+    info = json.loads((first / "model.json").read_text())
+    assert info["model"] == "tiger" and info["method"] == "tiger"
+    assert {**TINY_T5, "n_items": N_ITEMS, "depth": 3, "codebook_size": 8, "max_history": 20}.items() <= info["config"].items()
+    assert info["catalogue"]["items"] == N_ITEMS
+    assert np.array_equal(read_id_table(first / "semantic_ids.parquet"), ids)
+    assert not (first / "run.json").exists()
+    for name in ("model.json", "semantic_ids.parquet", "training.json"):  # same inputs, same bytes
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_a_folder_trained_on_another_catalogue_is_refused(workspace):
+    workspace.write_ids("rq", workspace.random_ids(), 8)
+    params = tiger_params(workspace, {"model": "rqvae"})
+    train_method(params, "tiger", paths.model_dir("tiger"), log=quiet)
+    items = pq.read_table(paths.ITEMS).to_pydict()
+    items["raw_item_id"][5] = "someone-else"
+    pq.write_table(pa.table(items), paths.ITEMS)
+    with pytest.raises(ParamsError, match=r"data/models/tiger: trained on a catalogue of 40 items, .* with other ids"):
+        evaluate_model(paths.model_dir("tiger"), paths.results_dir("tiger"), params.evaluate, log=quiet)
+    pq.write_table(pa.table({k: v[:-1] for k, v in items.items()}), paths.ITEMS)
+    with pytest.raises(ParamsError, match="holds 39 items"):
+        evaluate_model(paths.model_dir("tiger"), paths.results_dir("tiger"), params.evaluate, log=quiet)
+
+
+def test_sasrec_writes_its_item_embeddings_from_the_selected_weights(workspace):
+    params = workspace.params({"sasrec": {"model": "sasrec", "inputs": ["data/interim/sequences"],
+                                          "backbone": {"hidden": 16, "n_blocks": 1, "n_heads": 1},
+                                          "train": {**TINY_TRAIN, "epochs": 2}}})
+    train_method(params, "sasrec", paths.model_dir("sasrec"), log=quiet)
+    table = load_file(str(paths.model_dir("sasrec") / "item_embeddings.safetensors"))["item_embeddings"]
+    model, _ = load_model(paths.model_dir("sasrec"))
+    assert table.shape == (N_ITEMS, 16)
+    assert np.array_equal(table.numpy(), model.item_embeddings().numpy())  # row i = item i
+
+
+def test_recommend_prints_titles_and_semantic_ids_and_refuses_unknown_users(workspace, capsys):
+    ids = workspace.random_ids()
+    workspace.write_ids("rq", ids, 8)
+    params = tiger_params(workspace, {"model": "rqvae"})
+    train_method(params, "tiger", paths.model_dir("tiger"), log=quiet)
+    assert recommend_main(["--model", "data/models/tiger", "--user", "u3", "--k", "4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("data/models/tiger: top 4 after 8 item(s)")
+    assert len(out) == 5 and all("Item number" in line and "[" in line for line in out[1:])
+    first = out[1].split()[1]
+    assert str(ids[int(first[1:])].tolist()) in out[1]
+    assert recommend_main(["--model", "data/models/tiger", "--history", "i1, i8", "--k", "3"]) == 0
+    assert "top 3 after 2 item(s) (last: i1, i8)" in capsys.readouterr().out
+    assert recommend_main(["--model", "data/models/tiger", "--user", "nobody"]) == 2
+    assert "user 'nobody' is not in" in capsys.readouterr().err
+    assert recommend_main(["--model", "data/models/tiger", "--history", "i1,zzz"]) == 2
+    assert "['zzz'] are not in the items table" in capsys.readouterr().err
+    assert recommend_main(["--model", "data/models/none", "--user", "u3"]) == 2
+    assert "is not a trained model folder" in capsys.readouterr().err

@@ -1,0 +1,79 @@
+"""params.yaml is validated as a whole (tokenizers, methods, evaluate, report), and dvc.yaml names the paths
+of pipeline/paths.py."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import paths
+from pipeline.config import ParamsError, load_params, params_from_dict
+from pipeline.models.base import ModelInputs
+from pipeline.models.registry import MODELS, model_class
+
+REPO = Path(__file__).resolve().parents[1]
+TIGER = {"model": "tiger", "inputs": ["data/processed/semantic_ids/rqvae"]}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"methods": {"tiger": {**TIGER, "bakbone": {}}}}, r"methods.tiger.bakbone: unknown key"),
+    ({"methods": {"tiger": {**TIGER, "train": {"epoch": 3}}}}, r"methods.tiger.train.epoch: unknown key"),
+    ({"methods": {"tiger": {**TIGER, "train": {"precision": "fp16"}}}}, r"methods.tiger.train.precision: Input should be"),
+    ({"methods": {"tiger": {"model": "tiger"}}}, r"methods.tiger.inputs: Field required"),
+    ({"methods": {"tiger": {**TIGER, "inputs": ["data/processed/semantic_ids/letter"]}}},
+     r"methods.tiger.inputs: data/processed/semantic_ids/letter is the IDs of tokenizer 'letter', which has no block"),
+    ({"methods": {"tiger": {**TIGER, "inputs": ["a", "b", "c"]}}}, r"methods.tiger.inputs: List should have at most 2"),
+    ({"tokenizers": {"rqvae": {"model": "rqvae", "codebook_size": 1}}}, r"tokenizers.rqvae.codebook_size"),
+    ({"tokenizers": {"rq vae": {"model": "rqvae"}}}, r"tokenizers.rq vae: a block name may hold"),
+    ({"evaluate": {"beam": 20}}, r"evaluate.beam: unknown key"),
+    ({"report": {"baseline": "tiger", "extra": 1}}, r"report.extra: unknown key"),
+    ({"tokenize": {"epochs": 3}}, r"tokenize: unknown key"),  # the section before tokenizers: named, not ignored
+])
+def test_bad_sections_stop_with_the_key_named(raw, message):
+    with pytest.raises(ParamsError, match=message):
+        params_from_dict(raw)
+
+
+def test_every_method_of_params_yaml_builds_its_config():
+    params = load_params(REPO / "params.yaml")
+    for name, block in params.methods.items():
+        cls = model_class(block.model, f"methods.{name}")
+        inputs = ModelInputs(n_items=10, codebook_size=4)
+        if cls.reads:
+            import torch
+
+            inputs.item_codes = torch.zeros(10, 4, dtype=torch.long)
+        config = cls.config_class.from_dict({**cls.sizes(inputs, params.filter.max_history), **block.backbone})
+        assert config.n_items == 10, name
+    assert set(MODELS) >= {block.model for block in params.methods.values()}
+
+
+def test_the_ablation_rows_are_decors_block_with_their_switches_only():
+    params = load_params(REPO / "params.yaml")
+    decor = params.methods["decor"].model_dump()
+    switches = {"decor_composition": {"fusion": False, "bos_queries": 0},
+                "decor_composition_bos": {"fusion": False},
+                "decor_fusion": {"composition": False, "bos_queries": 0},
+                "decor_fusion_composition": {"bos_queries": 0}}
+    for row, changed in switches.items():
+        expected = {**decor, "backbone": {**decor["backbone"], **changed}}
+        assert params.methods[row].model_dump() == expected, row
+    generative = [m for m in params.methods.values() if m.model in ("tiger", "decor")]
+    assert len({m.train for m in generative}) == 1  # one budget for every generative row
+    assert params.methods["tiger_e32"].tokenizer == "rqvae_e32" and params.tokenizers["rqvae_e32"].code_dim == 32
+    assert params.tokenizers["rqvae_e32"].model_copy(update={"code_dim": 128}) == params.tokenizers["rqvae"]
+
+
+def test_dvc_yaml_names_the_folders_of_pipeline_paths():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    outs = lambda stage: [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]  # noqa: E731
+    assert outs(stages["download"]) == [str(paths.RAW)]
+    assert str(paths.SEQUENCES) in outs(stages["filter"])
+    assert outs(stages["embed"]) == [str(paths.EMBEDDINGS_DIR)]
+    assert outs(stages["tokenize"]["do"]) == [str(paths.tokenizer_dir("${key}"))]
+    assert outs(stages["semantic_ids"]["do"]) == [str(paths.semantic_ids_dir("${key}"))]
+    assert outs(stages["train"]["do"]) == [str(paths.model_dir("${key}"))]
+    assert outs(stages["evaluate"]["do"]) == [str(paths.results_dir("${key}"))]
+    assert str(paths.tokenizer_dir("${key}")) in stages["semantic_ids"]["do"]["deps"]
+    assert str(paths.model_dir("${key}")) in stages["evaluate"]["do"]["deps"]
+    # evaluate reads the model folder alone: no methods.<name> params
+    assert stages["evaluate"]["do"]["params"] == ["evaluate"]
