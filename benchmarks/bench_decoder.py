@@ -1,7 +1,7 @@
 """Constrained decoding: our vectorised beam search vs Hugging Face `generate` with
 `prefix_allowed_tokens_fn` over a Python trie, on the same model, users and beam size.
 
-Uses the trained TIGER of the pipeline (data/models/<method>, data/processed/semantic_ids and the
+Uses the trained TIGER of the pipeline (the model folder data/models/<method>, which holds its IDs, and the
 test split) when present, otherwise (or with --paper-size) a TIGER of the paper's size with random
 weights on synthetic IDs.
 Prints whether the top-K lists are identical and two speed-up factors: of the decoder alone (both

@@ -88,12 +88,14 @@ def check_catalogue(folder: Path, info: dict, items_path: Path) -> None:
 # ----- the folder ------------------------------------------------------------------------------------
 def upstream_inputs(cls: type[Recommender], inputs: list[str], n_items: int, where: str) -> ModelInputs:
     """The inputs a model class reads, from the folders a params block names (``inputs``)."""
-    data = ModelInputs(n_items=n_items)
-    if not cls.reads:
-        return data
     from pipeline.paths import tokenizer_of
 
+    data = ModelInputs(n_items=n_items)
     sid_dirs = [Path(p) for p in inputs if tokenizer_of(p)]
+    if not cls.reads:
+        if sid_dirs:  # a DVC dependency the model never reads would re-train it whenever that tokenizer changes
+            raise MethodError(f"{where}.inputs: {name_of(cls)} reads no semantic IDs; remove {[str(d) for d in sid_dirs]}")
+        return data
     if len(sid_dirs) != 1:
         raise MethodError(f"{where}.inputs: {name_of(cls)} reads semantic IDs: name one tokenizer's IDs, "
                           f"data/processed/semantic_ids/<tokenizer> (got {inputs})")

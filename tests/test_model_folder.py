@@ -125,3 +125,15 @@ def test_recommend_prints_titles_and_semantic_ids_and_refuses_unknown_users(work
     assert "['zzz'] are not in the items table" in capsys.readouterr().err
     assert recommend_main(["--model", "data/models/none", "--user", "u3"]) == 2
     assert "is not a trained model folder" in capsys.readouterr().err
+
+
+def test_a_method_that_names_ids_it_does_not_read_or_reads_none_is_refused(workspace):
+    from pipeline.experiment import build_method
+
+    workspace.write_ids("rq", workspace.random_ids(), 8)
+    params = workspace.params({"sasrec": {"model": "sasrec", "inputs": ["data/processed/semantic_ids/rq"]},
+                               "tiger": {"model": "tiger", "inputs": ["data/interim/sequences"]}})
+    with pytest.raises(ParamsError, match=r"methods.sasrec.inputs: sasrec reads no semantic IDs; remove"):
+        build_method(params, "sasrec")
+    with pytest.raises(ParamsError, match=r"methods.tiger.inputs: tiger reads semantic IDs: name one tokenizer's IDs"):
+        build_method(params, "tiger")
