@@ -10,7 +10,8 @@ from pathlib import Path
 # changed trains from scratch instead of resuming the old code's finished run.
 TRAINING_CODE = ("stages/train.py", "pipeline/experiment.py", "pipeline/model_folder.py", "pipeline/training.py",
                  "pipeline/ranking.py", "pipeline/precision.py", "pipeline/recdata.py", "pipeline/models",
-                 "pipeline/decoding.py", "pipeline/metrics.py", "pipeline/fingerprint.py")
+                 "pipeline/decoding.py", "pipeline/metrics.py", "pipeline/fingerprint.py", "pipeline/semantic_ids.py",
+                 "pipeline/train_settings.py")
 CODE_ROOT = Path(__file__).resolve().parent.parent
 
 

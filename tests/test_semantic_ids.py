@@ -62,7 +62,7 @@ def test_over_k_group_raises_with_suggestion():
         assign_collision_tokens(codes, 4)
     msg = str(err.value)
     assert "5 items" in msg and "(1, 1)" in msg
-    assert "tokenize.levels" in msg and "tokenize.codebook_size" in msg
+    assert "tokenizers.<name>.levels" in msg and "tokenizers.<name>.codebook_size" in msg
     assert isinstance(err.value, ValueError)
 
 

@@ -1,0 +1,44 @@
+"""The one trainer's settings (``methods.<name>.train``), apart from the rest of the params schema: they
+decide a model's weights, so this file is a code dependency of every train stage (dvc.yaml) and
+config.py is not.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Precision = Literal["auto", "bf16", "fp32"]
+
+
+class TrainConfig(_Strict):
+    """The one trainer's settings (``methods.<name>.train``); defaults are the DECOR appendix's."""
+    epochs: int = Field(200, ge=0)  # DECOR appendix: <= 200 epochs
+    batch_size: int = Field(256, ge=1)  # DECOR appendix / DiscRec: 256
+    lr: float = Field(3e-3, gt=0)  # DECOR appendix: 0.003
+    weight_decay: float = Field(0.05, ge=0)  # DECOR appendix: 0.05
+    warmup_steps: int = Field(10_000, ge=0)  # DECOR appendix: 10k warmup steps
+    schedule: Literal["cosine", "inverse_sqrt"] = "cosine"  # DECOR appendix: cosine; inverse_sqrt as in T5
+    max_grad_norm: float = Field(1.0, ge=0)  # DECOR appendix: 1.0 (0 = no clipping)
+    eval_every: int = Field(1, ge=1)  # epochs between validations
+    patience: int = Field(20, ge=1)  # validations without improvement before stopping (DECOR: 20)
+    eval_batch_size: int = Field(256, ge=1)
+    beam_size: int = Field(20, ge=1)  # validation list length; beam size for generative models (DECOR: 50)
+    max_eval_samples: int = Field(0, ge=0)  # 0 = all validation users; >0 = a fixed random subset
+    # 0 = every training sample each epoch; >0 = a fresh random subset of this size per epoch (our
+    # choice for CPU budgets on the embedded default; the papers train on everything).
+    samples_per_epoch: int = Field(0, ge=0)
+    # 0 = no limit; >0 = stop after the epoch that crosses this many minutes of this process's training
+    # (validated at that epoch), for "as long as the session allows" runs. Resuming starts a new budget.
+    time_budget_minutes: float = Field(0.0, ge=0)
+    # auto = bf16 autocast on CUDA, float32 on CPU | bf16 = bf16 autocast on any device (CPUs with
+    # AVX512-BF16/AMX: x1.6-1.7 samples/s measured with benchmarks/bench_train.py; numerics change, so it
+    # is opt-in) | fp32 = no autocast anywhere (bit-for-bit comparisons across devices).
+    precision: Precision = "auto"
+
+
