@@ -46,12 +46,16 @@ class TwoPart(Recommender):
         return self.scores(batch).topk(k, dim=1).indices
 
 
-def test_each_phase_trains_only_its_parameters_with_its_loss_and_phases_repeat(tmp_path):
+def two_part_trainer(tmp_path, **settings) -> tuple[TwoPart, Trainer]:
     torch.manual_seed(0)
     model = TwoPart()
-    cfg = TrainConfig(epochs=5, batch_size=64, lr=0.05, weight_decay=0.1, warmup_steps=0, eval_every=1, beam_size=10)
-    trainer = Trainer(model, pattern_split(20), pattern_split(5, start=5), cfg, tmp_path, seed=0, device="cpu",
-                      log=lambda *_: None)
+    cfg = TrainConfig(batch_size=64, lr=0.05, warmup_steps=0, eval_every=1, beam_size=10, **settings)
+    return model, Trainer(model, pattern_split(20), pattern_split(5, start=5), cfg, tmp_path, seed=0, device="cpu",
+                          log=lambda *_: None)
+
+
+def test_each_phase_trains_only_its_parameters_with_its_loss_and_phases_repeat(tmp_path):
+    model, trainer = two_part_trainer(tmp_path, epochs=5, weight_decay=0.1)
     assert [trainer.phase_at(e).name for e in range(6)] == ["a", "a", "b", "a", "a", "b"]
     snapshots = []
     for epoch in range(3):
@@ -67,11 +71,7 @@ def test_each_phase_trains_only_its_parameters_with_its_loss_and_phases_repeat(t
 
 
 def test_fit_runs_the_phases_calls_the_hook_and_records_the_phase(tmp_path):
-    torch.manual_seed(0)
-    model = TwoPart()
-    cfg = TrainConfig(epochs=4, batch_size=64, lr=0.05, warmup_steps=0, eval_every=1, patience=10, beam_size=10)
-    trainer = Trainer(model, pattern_split(20), pattern_split(5, start=5), cfg, tmp_path, seed=0, device="cpu",
-                      log=lambda *_: None)
+    model, trainer = two_part_trainer(tmp_path, epochs=4, patience=10)
     trainer.fit()
     assert model.ends == [(1, "a"), (2, "a"), (3, "b"), (4, "a")]
     assert [row["phase"] for row in trainer.history] == ["a", "a", "b", "a"]
