@@ -1,13 +1,17 @@
 """Training throughput (samples/s) of the generative recommender and SASRec with the shared trainer's
 step (forward, backward, clip, AdamW), on synthetic Amazon-shaped data (history up to 20 items).
-Runs unchanged on CUDA (bf16 autocast there, as in training). `--precision bf16` measures the CPU
-bf16 opt-in (`train.precision`) against float32 in the same process.
+Runs unchanged on CUDA. TIGER is timed in float32 and in bfloat16 autocast in the same process (on a CPU
+without native bfloat16 the latter is emulated: the figure `train.precision: bf16` would give there, which
+is why `auto` chooses float32 on such CPUs), then under `--precision` as the train stage resolves it. The
+first line names the machine (CPU model and its native-bf16 flags, or the GPU).
 
-    python benchmarks/bench_train.py --steps 30 --batch-size 256 [--precision bf16]
+    python benchmarks/bench_train.py --steps 30 --batch-size 256 [--precision auto]
+    python benchmarks/bench_train.py --method tiger --items 1682   # params.yaml's block instead (ML-100K size)
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -15,7 +19,8 @@ import torch
 
 from pipeline.models.tiger import Tiger, TigerConfig
 from pipeline.recdata import Split
-from pipeline.precision import PRECISIONS, autocast
+from pipeline.devices import describe
+from pipeline.precision import FORCE_ENV, PRECISIONS, autocast, resolve_precision
 
 
 def synthetic(n_samples: int, n_items: int, seed: int) -> Split:
@@ -58,25 +63,45 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--items", type=int, default=12_000)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--method", default="", help="time params.yaml's methods.<name> backbone (a model reading "
+                    "semantic IDs; synthetic IDs of its tokenizer's shape) instead of the paper-size TIGER")
     ap.add_argument("--precision", default="auto", choices=sorted(PRECISIONS),
-                    help="also time TIGER under this setting, next to float32")
+                    help="the train.precision setting whose resolution is reported (default auto)")
     args = ap.parse_args()
     device = torch.device(args.device)
     split = synthetic(args.batch_size * (args.steps + 3), args.items, 0)
     rng = np.random.default_rng(1)
     codes = np.column_stack([rng.integers(0, 256, args.items) for _ in range(3)] + [np.arange(args.items) % 256])
     torch.manual_seed(0)
-    tiger = Tiger(TigerConfig(n_items=args.items, depth=4, codebook_size=256), torch.as_tensor(codes))
-    print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch_size}, {args.steps} timed steps")
-    base = throughput(tiger, split, args.batch_size, args.steps, device)
-    print(f"TIGER (T5 4+4, d 128): {base:,.0f} samples/s")
-    if args.precision != "auto":
-        other = throughput(tiger, split, args.batch_size, args.steps, device, args.precision)
-        print(f"TIGER, precision {args.precision}: {other:,.0f} samples/s (x{other / base:.2f})")
+    if args.method:
+        from pipeline.config import load_params
+        from pipeline.models.base import ModelInputs
+        from pipeline.models.registry import build
+
+        params = load_params()
+        block, tok = params.method(args.method), params.tokenizer(params.method(args.method).tokenizer)
+        codes = np.column_stack([rng.integers(0, tok.codebook_size, args.items) for _ in range(tok.levels)]
+                                + [np.arange(args.items) % tok.codebook_size])
+        codebooks = torch.randn(tok.levels, tok.codebook_size, tok.code_dim)
+        inputs = ModelInputs(args.items, torch.as_tensor(codes), tok.codebook_size, codebooks)
+        tiger = build(block.model, block.backbone, inputs, params.filter.max_history, f"methods.{args.method}")
+        name = f"methods.{args.method} ({block.model}, params.yaml)"
+    else:
+        tiger = Tiger(TigerConfig(n_items=args.items, depth=4, codebook_size=256), torch.as_tensor(codes))
+        name = "TIGER (T5 4+4, d 128)"
+    os.environ[FORCE_ENV] = "1"  # a benchmark measures emulated bf16 too; the train stage refuses it
+    resolved = resolve_precision(device, args.precision)
+    print(f"{device}: {describe(device)}; batch {args.batch_size}, {args.steps} timed steps")
+    fp32 = throughput(tiger, split, args.batch_size, args.steps, device, "fp32")
+    print(f"{name}, fp32: {fp32:,.0f} samples/s")
+    bf16 = throughput(tiger, split, args.batch_size, args.steps, device, "bf16")
+    print(f"{name}, bf16: {bf16:,.0f} samples/s (x{bf16 / fp32:.2f} of fp32)")
+    print(f"precision {args.precision} resolves to {resolved} here")
     from pipeline.models.sasrec import SASRec, SASRecConfig
 
     sasrec = SASRec(SASRecConfig(n_items=args.items, max_len=20))
-    print(f"SASRec (default block): {throughput(sasrec, split, args.batch_size, args.steps, device):,.0f} samples/s")
+    sasrec_rate = throughput(sasrec, split, args.batch_size, args.steps, device, resolved)
+    print(f"SASRec (default block), {resolved}: {sasrec_rate:,.0f} samples/s")
 
 
 if __name__ == "__main__":

@@ -161,7 +161,7 @@ class EvaluateParams(_Strict):
     mask_seen: bool = False
     beam_size: int = Field(20, ge=1)  # list length (ETEGRec/DiscRec/LETTER: 20; DECOR decodes with 50)
     batch_size: int = Field(128, ge=1)
-    precision: Precision = "auto"  # as train.precision
+    precision: Precision = "auto"  # as train.precision (pipeline/precision.py); the resolved one is recorded
     device: str = "auto"
 
 

@@ -9,3 +9,24 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def describe(device: torch.device) -> str:
+    """The hardware a speed figure was measured on: GPU name, or CPU model with the flags that decide
+    bfloat16 speed (README: every figure names its machine) and the thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    from pipeline.precision import native_bf16_cpu
+
+    model = platform.processor() or platform.machine()
+    try:  # Linux: the marketing name; elsewhere platform's answer is the best we have
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    flags = [name for name, probe in (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx", "_is_amx_tile_supported"))
+             if getattr(torch.cpu, probe, lambda: False)()]
+    native = "native bf16: " + ("+".join(flags) if native_bf16_cpu() else "none")
+    return f"{model} ({native}), {torch.get_num_threads()} threads"

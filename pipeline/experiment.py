@@ -19,6 +19,7 @@ from pipeline.model_folder import (TRAINING_FILE, WEIGHTS_FILE, load_model, load
                                    write_exports, write_folder)
 from pipeline.models.base import Recommender
 from pipeline.models.registry import MethodError, build, model_class
+from pipeline.precision import resolve_precision
 from pipeline.ranking import rank_split
 from pipeline.recdata import load_split, load_splits
 from pipeline.training import Trainer
@@ -68,7 +69,9 @@ def train_method(params: Params, method: str, out_dir: str | Path, log=print, on
     write_exports(model, out_dir)
     # The training budget travels with the model, so the report can show it beside the metrics: a method
     # trained for fewer epochs must not look comparable.
-    write_json({"epoch": summary["epochs_run"], "best_epoch": summary["best_epoch"]}, out_dir / TRAINING_FILE)
+    # precision/device: what train.precision resolved to on this machine (auto differs across CPUs)
+    write_json({"epoch": summary["epochs_run"], "best_epoch": summary["best_epoch"],
+                "precision": summary["precision"], "device": summary["device"]}, out_dir / TRAINING_FILE)
     return {**summary, "trainable_parameters": n_params}, trainer.history
 
 
@@ -80,8 +83,9 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path, settings: Evaluat
     device = resolve_device(settings.device)
     model, info = load_model(model_dir, device, items_path=seq_dir / "items.parquet")
     test = load_split(seq_dir / "test.parquet")
+    precision = resolve_precision(device, settings.precision, "evaluate.precision")
     ranked = rank_split(model, test, settings.beam_size, settings.batch_size, device, progress=True,
-                        desc=f"evaluate {info['method']}", precision=settings.precision)
+                        desc=f"evaluate {info['method']}", precision=precision)
     if settings.mask_seen:
         ranked = mask_seen(ranked, test.seen_items())
     metrics = ranking_metrics(ranked, test.targets)
@@ -94,6 +98,7 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path, settings: Evaluat
                                 "rank": ranks.astype(np.int32)}), tmp / "ranks.parquet")
         write_json(trained, tmp / "training.json")
     result = {"method": info["method"], "model": info["model"], "users": int(len(test)),
-              "list_length": int(ranked.shape[1]), "seen_items_masked": settings.mask_seen, **metrics}
+              "list_length": int(ranked.shape[1]), "seen_items_masked": settings.mask_seen,
+              "precision": precision, "device": device.type, **metrics}
     log(json.dumps(result))
     return result

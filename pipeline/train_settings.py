@@ -36,9 +36,10 @@ class TrainConfig(_Strict):
     # 0 = no limit; >0 = stop after the epoch that crosses this many minutes of this process's training
     # (validated at that epoch), for "as long as the session allows" runs. Resuming starts a new budget.
     time_budget_minutes: float = Field(0.0, ge=0)
-    # auto = bf16 autocast on CUDA, float32 on CPU | bf16 = bf16 autocast on any device (CPUs with
-    # AVX512-BF16/AMX: x1.6-1.7 samples/s measured with benchmarks/bench_train.py; numerics change, so it
-    # is opt-in) | fp32 = no autocast anywhere (bit-for-bit comparisons across devices).
+    # auto = bf16 autocast where bfloat16 is native (CUDA; CPUs with AVX512-BF16/AMX: x1.3-1.7 samples/s
+    # there, benchmarks/bench_train.py), float32 elsewhere | bf16 = bf16 autocast, refused on a CPU that
+    # would emulate it (x0.1 of float32) unless GENREC_FORCE_BF16=1 | fp32 = no autocast anywhere
+    # (bit-for-bit comparisons across machines). pipeline/precision.py; the resolved value is recorded.
     precision: Precision = "auto"
 
 

@@ -30,7 +30,7 @@ from pipeline.io import atomic_dir, write_json
 from pipeline.metrics import ranking_metrics
 from pipeline.model_folder import load_weights, save_weights
 from pipeline.models.base import Phase, Recommender
-from pipeline.precision import autocast, emulated_bf16
+from pipeline.precision import autocast, resolve_precision
 from pipeline.ranking import rank_split
 from pipeline.recdata import Split
 
@@ -65,9 +65,8 @@ class Trainer:
         self.on_epoch = on_epoch
         self.device = resolve_device(device)
         self.model.to(self.device)
-        if emulated_bf16(self.device, config.precision):
-            log("warning: train.precision is bf16 but this CPU has no native bfloat16 (AVX512-BF16/AMX): "
-                "training will be slower than with train.precision: fp32")
+        # What train.precision means on this device (auto: bf16 where native, else fp32); recorded with the run
+        self.precision = resolve_precision(self.device, config.precision, "train.precision")
         self.phases = model.phases(config.epochs)
         if not self.phases or any(ph.epochs < 1 for ph in self.phases):
             raise ValueError(f"{type(model).__name__}.phases: each phase needs at least one epoch")
@@ -127,7 +126,7 @@ class Trainer:
     # ----- the loop -----------------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
         ranked = rank_split(self.model, self.valid, self.cfg.beam_size, self.cfg.eval_batch_size, self.device,
-                            idx=self.eval_idx, precision=self.cfg.precision)
+                            idx=self.eval_idx, precision=self.precision)
         targets = self.valid.targets if self.eval_idx is None else self.valid.targets[self.eval_idx]
         return ranking_metrics(ranked, targets)
 
@@ -157,7 +156,7 @@ class Trainer:
         bar = tqdm(chunks, desc=f"epoch {self.epoch + 1}", leave=False, mininterval=2)
         for idx in bar:
             batch = self.model.make_batch(self.train_split, idx, self.device)
-            with autocast(self.device, self.cfg.precision):
+            with autocast(self.device, self.precision):
                 loss = loss_fn(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -211,5 +210,6 @@ class Trainer:
         if not best_path.exists():  # no validation happened (epochs < eval_every): keep the final weights
             save_weights(self.model, best_path)
         self.log(f"best validation NDCG@10 {self.best:.4f} at epoch {self.best_epoch}")
-        return {"best_valid_ndcg@10": self.best, "best_epoch": self.best_epoch, "epochs_run": self.epoch}
+        return {"best_valid_ndcg@10": self.best, "best_epoch": self.best_epoch, "epochs_run": self.epoch,
+                "precision": self.precision, "device": self.device.type}
 

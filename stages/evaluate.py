@@ -19,6 +19,7 @@ def main(method: str) -> None:
     with tracking.stage_run(f"evaluate@{method}", params.data.dataset_name, {"evaluate": params.evaluate.model_dump()},
                             run_name=method, run_id=run_id) as run:
         run.log_metrics({f"test_{k}": v for k, v in results.items() if isinstance(v, float)})
+        run.set_tags({"evaluate.precision_used": results["precision"], "evaluate.device_used": results["device"]})
         run.log_artifact(str(metrics_path))
 
 

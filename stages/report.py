@@ -20,10 +20,13 @@ RESULTS = paths.RESULTS
 
 
 def training_budget(result_dir: Path) -> str:
-    """ "8 (best 7)" from the evaluate stage's record of the training run; "" when there were no epochs."""
+    """ "8 (best 7), bf16" from the evaluate stage's record of the training run (epochs, and the precision
+    train.precision resolved to on the training machine); "" when there were no epochs."""
     path = result_dir / "training.json"
     trained = json.loads(path.read_text()) if path.exists() else {}
-    return f"{trained['epoch']} (best {trained['best_epoch']})" if "epoch" in trained else ""
+    if "epoch" not in trained:
+        return ""
+    return f"{trained['epoch']} (best {trained['best_epoch']})" + (f", {trained['precision']}" if "precision" in trained else "")
 
 
 def main() -> None:
@@ -38,7 +41,7 @@ def main() -> None:
     result = compare({m: [RESULTS / m / "ranks.parquet"] for m in methods}, baseline)
     text = (f"# Test metrics, {params.data.dataset_name}\n\n{result['users']} users, leave-one-out, full ranking. "
             "One run per method (seeds: `scripts/seed_study.py`); trained: epochs run (best validation epoch, "
-            "whose weights were tested); p-values: per-user NDCG@10 against the baseline (* p < 0.05, "
+            "whose weights were tested), training precision; p-values: per-user NDCG@10 against the baseline (* p < 0.05, "
             "** p < 0.01).\n\n" + markdown(result, {m: training_budget(RESULTS / m) for m in methods}))
     with atomic_path(paths.COMPARISON) as tmp:
         tmp.write_text(text)

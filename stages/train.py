@@ -35,6 +35,8 @@ def main(method: str) -> None:
             curve.write_text("epoch\n")
         write_json(summary, paths.METRICS / f"train_{method}.json")
         run.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float))})
+        if "precision" in summary:  # what train.precision resolved to here: runs of other machines told apart
+            run.set_tags({"train.precision_used": summary["precision"], "train.device_used": summary["device"]})
 
 
 if __name__ == "__main__":
