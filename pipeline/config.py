@@ -172,6 +172,9 @@ class ReportParams(_Strict):
 class Params(_Strict):
     # Shared seed (DECOR appendix: 2025).
     seed: int = 2025
+    # torch threads of train@ and evaluate@ on a CPU: their bytes depend on the count (pipeline/reproducible.py),
+    # so it is a setting recorded in dvc.lock and not the machine's core count.
+    cpu_threads: int = Field(2, ge=1)
     data: DataParams = DataParams()
     filter: FilterParams = FilterParams()
     embed: EmbedParams = EmbedParams()

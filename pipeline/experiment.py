@@ -62,8 +62,8 @@ def train_method(params: Params, method: str, out_dir: str | Path, log=print, on
     inputs = [seq_dir] + [Path(p) for p in block.inputs if Path(p) != seq_dir]
     trainer = Trainer(model, splits["train"], splits["valid"], block.train, out_dir, seed=seed, device=block.device,
                       log=log, on_epoch=on_epoch,
-                      fingerprint=fingerprint(block.model_dump(), seed, params.filter.max_history, code_digest(),
-                                              *inputs))
+                      fingerprint=fingerprint(block.model_dump(), seed, params.filter.max_history, params.cpu_threads,
+                                              code_digest(), *inputs))
     summary = trainer.fit()
     load_weights(model, out_dir / WEIGHTS_FILE)  # exports come from the selected weights, not the last ones
     write_exports(model, out_dir)

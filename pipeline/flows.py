@@ -23,12 +23,13 @@ from typing import Callable, Iterator
 from pipeline.config import Params, ParamsError
 from pipeline.data.download import DownloadError, NetworkUnavailable, RemoteFile, download, fetch_from_mirrors
 from pipeline.data.readers import DataError
+from pipeline.precision import PrecisionError
 from pipeline.semantic_ids import SemanticIdError
 from pipeline.services import local_server
 from pipeline.text import EmbedError
 
 # MethodError (a bad methods.* block) is a ParamsError.
-USER_ERRORS = (ParamsError, DataError, DownloadError, EmbedError, SemanticIdError)
+USER_ERRORS = (ParamsError, DataError, DownloadError, EmbedError, SemanticIdError, PrecisionError)
 
 # The machines this runs on often have no internet: Prefect's telemetry would only log failures.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

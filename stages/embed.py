@@ -2,6 +2,7 @@
 from pipeline import paths, tracking
 from pipeline.config import load_params
 from pipeline.flows import as_flow, run_stage
+from pipeline.reproducible import portable_cpu_numerics
 from pipeline.io import write_json
 from pipeline.text import embed_items
 
@@ -9,6 +10,7 @@ METRICS = paths.METRICS / "embed.json"
 
 
 def main() -> None:
+    portable_cpu_numerics()  # before any tensor work: the same bytes on every x86-64 CPU
     params = load_params()
     stats = as_flow(embed_items, name="embed")(params, paths.ITEMS, paths.EMBEDDINGS_DIR)
     # items/s varies run to run: logged to MLflow, kept out of the DVC metrics so they stay comparable

@@ -6,11 +6,13 @@ from pipeline import paths, tracking
 from pipeline.config import load_params
 from pipeline.experiment import evaluate_model
 from pipeline.flows import as_flow, run_stage
+from pipeline.reproducible import pin_threads
 from pipeline.io import write_json
 
 
 def main(method: str) -> None:
     params = load_params()
+    pin_threads(params.cpu_threads)  # the output bytes depend on the thread count
     results = as_flow(evaluate_model, name=f"evaluate-{method}")(paths.model_dir(method), paths.results_dir(method),
                                                                   params.evaluate)
     metrics_path = paths.METRICS / f"evaluate_{method}.json"

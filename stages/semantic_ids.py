@@ -4,11 +4,13 @@ import sys
 from pipeline import paths, tracking
 from pipeline.config import load_params
 from pipeline.flows import as_flow, run_stage
+from pipeline.reproducible import portable_cpu_numerics
 from pipeline.io import write_json
 from pipeline.tokenizers import semantic_ids
 
 
 def main(name: str) -> None:
+    portable_cpu_numerics()  # before any tensor work: the same bytes on every x86-64 CPU
     params = load_params()
     block = params.tokenizer(name)
     metrics = paths.METRICS / f"semantic_ids_{name}.json"

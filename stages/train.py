@@ -6,11 +6,13 @@ from pipeline import paths, tracking
 from pipeline.config import load_params
 from pipeline.experiment import train_method
 from pipeline.flows import as_flow, run_stage
+from pipeline.reproducible import pin_threads
 from pipeline.io import atomic_path, write_json
 
 
 def main(method: str) -> None:
     params = load_params()
+    pin_threads(params.cpu_threads)  # the output bytes depend on the thread count
     block = params.method(method)
     out_dir = paths.model_dir(method)
     curve = paths.PLOTS / f"train_{method}.csv"
