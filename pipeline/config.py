@@ -180,27 +180,37 @@ class Params(_Strict):
     embed: EmbedParams = EmbedParams()
     tokenizers: dict[str, TokenizerParams] = Field(default_factory=lambda: {"rqvae": RQVAETokenizer()})
     methods: dict[str, MethodParams] = Field(default_factory=dict)
+    # Blocks outside the default DAG (dvc.yaml iterates `methods` only): validated like `methods`, and run by
+    # scripts/seed_study.py or scripts/run_method.py by name; moving one under `methods` adds its stages.
+    more_methods: dict[str, MethodParams] = Field(default_factory=dict)
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
 
     @model_validator(mode="after")
     def _names_and_references(self):
-        for section in ("tokenizers", "methods"):
+        for section in ("tokenizers", "methods", "more_methods"):
             for name in getattr(self, section):
                 if not re.match(NAME_PATTERN, name):
                     raise ValueError(f"{section}.{name}: a block name may hold letters, digits, '_', '.' and '-' only")
-        for name, block in self.methods.items():
-            for path in block.inputs:
-                t = tokenizer_of(path)
-                if t is not None and t not in self.tokenizers:
-                    raise ValueError(f"methods.{name}.inputs: {path} is the IDs of tokenizer {t!r}, which has no "
-                                     f"block in tokenizers (defined: {sorted(self.tokenizers)})")
+        both = sorted(set(self.methods) & set(self.more_methods))
+        if both:
+            raise ValueError(f"{both}: defined in both methods and more_methods; keep each block in one of them")
+        for section in ("methods", "more_methods"):
+            for name, block in getattr(self, section).items():
+                for path in block.inputs:
+                    t = tokenizer_of(path)
+                    if t is not None and t not in self.tokenizers:
+                        raise ValueError(f"{section}.{name}.inputs: {path} is the IDs of tokenizer {t!r}, which has "
+                                         f"no block in tokenizers (defined: {sorted(self.tokenizers)})")
         return self
 
     def method(self, name: str) -> MethodParams:
-        if name not in self.methods:
-            raise ParamsError(f"params.yaml: no block methods.{name}; defined: {sorted(self.methods)}")
-        return self.methods[name]
+        """The block ``name`` of ``methods`` or, outside the default DAG, of ``more_methods``."""
+        block = self.methods.get(name) or self.more_methods.get(name)
+        if block is None:
+            raise ParamsError(f"params.yaml: no block methods.{name}; defined: {sorted(self.methods)}"
+                              + (f", more_methods: {sorted(self.more_methods)}" if self.more_methods else ""))
+        return block
 
     def tokenizer(self, name: str) -> TokenizerParams:
         if name not in self.tokenizers:

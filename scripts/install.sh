@@ -18,7 +18,24 @@ else
   $PIP install "torch==2.13.0+cpu" 2>/dev/null \
     || $PIP install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 fi
-$PIP install --quiet -e ".[bench,browser]"
+# Everything else at the exact versions of scripts/requirements.lock (hash-checked, nothing resolved at install
+# time): the versions that wrote the committed dvc.lock. GENREC_UNLOCKED=1 takes the newest versions that
+# pyproject.toml's ranges allow instead (other outputs than dvc.lock records are then to be expected).
+# Regenerate or upgrade the lock with scripts/lock_environment.sh.
+if [ "${GENREC_UNLOCKED:-0}" = 1 ]; then
+  $PIP install --quiet -e ".[bench,browser]"
+else
+  if ! .venv/bin/python -c 'import platform, sys; sys.exit(not (sys.version_info[:2] == (3, 11)
+      and platform.system() == "Linux" and platform.machine() == "x86_64"))'; then
+    echo "scripts/requirements.lock is for CPython 3.11 on Linux x86-64; this is $(.venv/bin/python -c \
+      'import platform; print(platform.python_version(), platform.system(), platform.machine())')." >&2
+    echo "Run with GENREC_UNLOCKED=1 to install from pyproject.toml's ranges instead." >&2
+    exit 1
+  fi
+  $PIP install --quiet --no-deps --require-hashes -r scripts/requirements.lock
+  $PIP install --quiet --no-deps -e .
+  $PIP check
+fi
 # The browser test (tests/test_mlflow_ui.py) and the README's MLflow screenshot drive Debian's Chromium
 # with playwright (playwright's own browser download needs the internet at large). Installed only where
 # we may (root with apt-get; GENREC_NO_BROWSER=1 skips it); elsewhere that one test is skipped, saying why.

@@ -84,9 +84,10 @@ def main() -> None:
 
     os.chdir(REPO)
     raw = yaml.safe_load(Path("params.yaml").read_text())
-    missing = [m for m in args.methods if m not in (raw.get("methods") or {})]
+    section = {m: s for s in ("methods", "more_methods") for m in (raw.get(s) or {})}
+    missing = [m for m in args.methods if m not in section]
     if missing:
-        raise SystemExit(f"params.yaml has no methods block for {missing}")
+        raise SystemExit(f"params.yaml has no methods (or more_methods) block for {missing}")
     runs = Path("data/studies") / args.name
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     jobs = {}
@@ -94,7 +95,7 @@ def main() -> None:
         for seed in args.seeds:
             for m in args.methods:
                 params = copy.deepcopy(raw)
-                block = params["methods"][m]
+                block = params[section[m]][m]
                 for assignment in args.set:
                     set_dotted(block, assignment)
                 block["seed"] = seed

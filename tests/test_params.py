@@ -27,6 +27,9 @@ TIGER = {"model": "tiger", "inputs": ["data/processed/semantic_ids/rqvae"]}
     ({"evaluate": {"beam": 20}}, r"evaluate.beam: unknown key"),
     ({"report": {"baseline": "tiger", "extra": 1}}, r"report.extra: unknown key"),
     ({"tokenize": {"epochs": 3}}, r"tokenize: unknown key"),  # the section before tokenizers: named, not ignored
+    ({"methods": {"t": TIGER}, "more_methods": {"t": TIGER}}, r"\['t'\]: defined in both methods and more_methods"),
+    ({"more_methods": {"t": {**TIGER, "inputs": ["data/processed/semantic_ids/nope"]}}},
+     r"more_methods.t.inputs: .* tokenizer 'nope'"),
 ])
 def test_bad_sections_stop_with_the_key_named(raw, message):
     with pytest.raises(ParamsError, match=message):
@@ -35,7 +38,7 @@ def test_bad_sections_stop_with_the_key_named(raw, message):
 
 def test_every_method_of_params_yaml_builds_its_config():
     params = load_params(REPO / "params.yaml")
-    for name, block in params.methods.items():
+    for name, block in {**params.methods, **params.more_methods}.items():
         cls = model_class(block.model, f"methods.{name}")
         inputs = ModelInputs(n_items=10, codebook_size=4)
         if cls.reads:
@@ -44,22 +47,23 @@ def test_every_method_of_params_yaml_builds_its_config():
             inputs.item_codes = torch.zeros(10, 4, dtype=torch.long)
         config = cls.config_class.from_dict({**cls.sizes(inputs, params.filter.max_history), **block.backbone})
         assert config.n_items == 10, name
-    assert set(MODELS) >= {block.model for block in params.methods.values()}
+    assert set(MODELS) >= {block.model for block in {**params.methods, **params.more_methods}.values()}
 
 
 def test_the_ablation_rows_are_decors_block_with_their_switches_only():
     params = load_params(REPO / "params.yaml")
-    decor = params.methods["decor"].model_dump()
+    decor = params.method("decor").model_dump()
     switches = {"decor_composition": {"fusion": False, "bos_queries": 0},
                 "decor_composition_bos": {"fusion": False},
                 "decor_fusion": {"composition": False, "bos_queries": 0},
                 "decor_fusion_composition": {"bos_queries": 0}}
     for row, changed in switches.items():
         expected = {**decor, "backbone": {**decor["backbone"], **changed}}
-        assert params.methods[row].model_dump() == expected, row
-    generative = [m for m in params.methods.values() if m.model in ("tiger", "decor")]
+        assert params.method(row).model_dump() == expected, row
+    every = {**params.methods, **params.more_methods}
+    generative = [m for m in every.values() if m.model in ("tiger", "decor")]
     assert len({m.train for m in generative}) == 1  # one budget for every generative row
-    assert params.methods["tiger_e32"].tokenizer == "rqvae_e32" and params.tokenizers["rqvae_e32"].code_dim == 32
+    assert params.method("tiger_e32").tokenizer == "rqvae_e32" and params.tokenizers["rqvae_e32"].code_dim == 32
     assert params.tokenizers["rqvae_e32"].model_copy(update={"code_dim": 128}) == params.tokenizers["rqvae"]
 
 
@@ -75,5 +79,5 @@ def test_dvc_yaml_names_the_folders_of_pipeline_paths():
     assert outs(stages["evaluate"]["do"]) == [str(paths.results_dir("${key}"))]
     assert str(paths.tokenizer_dir("${key}")) in stages["semantic_ids"]["do"]["deps"]
     assert str(paths.model_dir("${key}")) in stages["evaluate"]["do"]["deps"]
-    # evaluate reads the model folder alone: no methods.<name> params
-    assert stages["evaluate"]["do"]["params"] == ["evaluate"]
+    # evaluate reads the model folder alone: no methods.<name> params (cpu_threads: its bytes depend on it)
+    assert stages["evaluate"]["do"]["params"] == ["cpu_threads", "evaluate"]
