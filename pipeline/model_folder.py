@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
-from safetensors.torch import load_file, save_file, save_model
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as load_safetensors_into
 
 from pipeline.io import atomic_path, write_json
@@ -37,15 +38,35 @@ FORMAT = 1
 
 
 # ----- weights ---------------------------------------------------------------------------------------
+TIED_KEY = "tied"  # the one metadata entry: {dropped name: kept name} of tensors that share storage
+
+
 def save_weights(model: torch.nn.Module, path: Path) -> None:
-    # save_model de-duplicates tied tensors (T5 shares its embedding with the LM head).
+    """The model's tensors, each shared storage once (T5 ties its embedding and LM head), in the same bytes
+    for the same weights. safetensors' own save_model records the dropped names as one metadata entry each,
+    and the writer orders metadata entries at random per process: the same weights gave other bytes, so
+    DVC saw every training as a change. One entry holding a sorted JSON map has a single order."""
+    tensors, kept, tied = {}, {}, {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in kept:
+            tied[name] = kept[key]
+        else:
+            kept[key] = name
+            tensors[name] = tensor.detach().cpu().contiguous()
     with atomic_path(path) as tmp:
-        save_model(model, str(tmp))
+        save_file(tensors, str(tmp), metadata={TIED_KEY: json.dumps(tied, sort_keys=True)} if tied else None)
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     device = next(model.parameters(), torch.zeros(0)).device
-    load_safetensors_into(model, str(path), strict=True, device=str(device))
+    tensors = load_file(str(path), device=str(device))
+    with safe_open(str(path), "pt") as f:
+        tied = json.loads((f.metadata() or {}).get(TIED_KEY, "{}"))
+    if not tied and set(model.state_dict()) - set(tensors):  # a file of safetensors' save_model
+        load_safetensors_into(model, str(path), strict=True, device=str(device))
+        return
+    model.load_state_dict({**tensors, **{name: tensors[kept] for name, kept in tied.items()}}, strict=True)
 
 
 # ----- semantic IDs and codebooks --------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file, save_model
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup, get_inverse_sqrt_schedule
 
@@ -97,7 +97,7 @@ class Trainer:
     def save_last(self) -> None:
         opt_tensors, opt_scalars = _flatten_optimizer(self.optimizer.state_dict())
         with atomic_dir(self.last_dir) as tmp:
-            save_model(self.model, str(tmp / "model.safetensors"))
+            save_weights(self.model, tmp / "model.safetensors")
             save_file(opt_tensors or {"_empty": torch.zeros(1)}, str(tmp / "optimizer.safetensors"))
             write_json({"fingerprint": self.fingerprint, "epoch": self.epoch, "best": self.best,
                         "best_epoch": self.best_epoch, "bad_evals": self.bad_evals, "history": self.history,
@@ -200,7 +200,9 @@ class Trainer:
                     save_weights(self.model, best_path)
                 else:
                     self.bad_evals += 1
-            self.history.append(row)
+            # The wall time goes to the log and MLflow (on_epoch) but not into the history, which DVC records
+            # (the curve in reports/plots, last/state.json): the same run must write the same bytes.
+            self.history.append({k: v for k, v in row.items() if k != "epoch_seconds"})
             self.log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
             if self.on_epoch:
                 self.on_epoch(self.epoch, row)
