@@ -56,8 +56,11 @@ def copy_repo(dest: Path) -> Path:
     (dest / "data" / "local").mkdir(parents=True)
     (dest / "data" / "local" / ".gitkeep").touch()
     params = merge(yaml.safe_load((dest / "params.yaml").read_text()), TINY)
+    # tiger_e32 and decor live under more_methods (outside the default run): moved under methods, as a user
+    # adds a block to the DAG
+    blocks = {**params["methods"], **params.pop("more_methods", {})}
     params["methods"] = {name: merge(block, TINY_GENERATIVE) if block["model"] in ("tiger", "decor") else block
-                         for name, block in params["methods"].items() if name in KEPT_METHODS}
+                         for name, block in blocks.items() if name in KEPT_METHODS}
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest
