@@ -3,7 +3,9 @@ step (forward, backward, clip, AdamW), on synthetic Amazon-shaped data (history 
 Runs unchanged on CUDA. TIGER is timed in float32 and in bfloat16 autocast in the same process (on a CPU
 without native bfloat16 the latter is emulated: the figure `train.precision: bf16` would give there, which
 is why `auto` chooses float32 on such CPUs), then under `--precision` as the train stage resolves it. The
-first line names the machine (CPU model and its native-bf16 flags, or the GPU).
+first line names the machine (CPU model and its native-bf16 flags, or the GPU). Last, our step against a plain
+Hugging Face T5ForConditionalGeneration training step of the same config on the same batches (what the
+official repositories run), measured side by side.
 
     python benchmarks/bench_train.py --steps 30 --batch-size 256 [--precision auto]
     python benchmarks/bench_train.py --method tiger --items 1682   # params.yaml's block instead (ML-100K size)
@@ -11,6 +13,7 @@ first line names the machine (CPU model and its native-bf16 flags, or the GPU).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import time
 
@@ -28,6 +31,24 @@ def synthetic(n_samples: int, n_items: int, seed: int) -> Split:
     lengths = np.minimum(rng.geometric(0.15, n_samples), 20)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     return Split(np.arange(n_samples), offsets, rng.integers(0, n_items, offsets[-1]), rng.integers(0, n_items, n_samples))
+
+
+class PlainT5(torch.nn.Module):
+    """What the official repositories train: Hugging Face's T5ForConditionalGeneration called with input_ids,
+    attention_mask and labels, of the same config and on the same batches as ``model`` (our TIGER)."""
+
+    def __init__(self, model: Tiger):
+        super().__init__()
+        from transformers import T5ForConditionalGeneration
+
+        self.ours, self.t5 = [model], T5ForConditionalGeneration(copy.deepcopy(model.t5.config))
+
+    def make_batch(self, split: Split, idx, device):
+        return self.ours[0].make_batch(split, idx, device)
+
+    def loss(self, batch):
+        return self.t5(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       labels=batch["labels"]).loss
 
 
 def throughput(model, split: Split, batch_size: int, steps: int, device: torch.device,
@@ -97,6 +118,10 @@ def main() -> None:
     bf16 = throughput(tiger, split, args.batch_size, args.steps, device, "bf16")
     print(f"{name}, bf16: {bf16:,.0f} samples/s (x{bf16 / fp32:.2f} of fp32)")
     print(f"precision {args.precision} resolves to {resolved} here")
+    ours = throughput(tiger, split, args.batch_size, args.steps, device, resolved)
+    plain = throughput(PlainT5(tiger), split, args.batch_size, args.steps, device, resolved)
+    print(f"{name}, {resolved}: ours {ours:,.0f} samples/s ({1000 * args.batch_size / ours:.1f} ms/step), plain HF "
+          f"T5ForConditionalGeneration step {plain:,.0f} samples/s: x{ours / plain:.2f}")
     from pipeline.models.sasrec import SASRec, SASRecConfig
 
     sasrec = SASRec(SASRecConfig(n_items=args.items, max_len=20))
