@@ -57,4 +57,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from pipeline.config import ParamsError
+    from pipeline.precision import PrecisionError
+    from pipeline.semantic_ids import SemanticIdError
+
+    try:
+        main()
+    except (ParamsError, PrecisionError, SemanticIdError) as exc:  # a bad setting or input: its message, no traceback
+        sys.exit(f"run_method: error: {exc}")
