@@ -1,29 +1,49 @@
-"""Training throughput (samples/s) of the generative recommender and SASRec with the shared trainer's
-step (forward, backward, clip, AdamW), on synthetic Amazon-shaped data (history up to 20 items).
-Runs unchanged on CUDA. TIGER is timed in float32 and in bfloat16 autocast in the same process (on a CPU
-without native bfloat16 the latter is emulated: the figure `train.precision: bf16` would give there, which
-is why `auto` chooses float32 on such CPUs), then under `--precision` as the train stage resolves it. The
-first line names the machine (CPU model and its native-bf16 flags, or the GPU). Last, our step against a plain
-Hugging Face T5ForConditionalGeneration training step of the same config on the same batches (what the
-official repositories run), measured side by side.
+"""Training throughput of the generative recommender and SASRec, measured side by side in one process, on
+synthetic Amazon-shaped data (histories up to 20 items). Runs unchanged on CUDA. Prints, per model:
 
-    python benchmarks/bench_train.py --steps 30 --batch-size 256 [--precision auto]
-    python benchmarks/bench_train.py --method tiger --items 1682   # params.yaml's block instead (ML-100K size)
+- the step before issue 15 ("host step"): batches built from numpy on the host and copied per step, the
+  loss read back every step, AdamW's default implementation, PyTorch's dropout (one random draw per element
+  on a CPU);
+- the shared trainer's epoch (``Trainer.train_epoch``): the split on the device and batches cut there, the
+  loss summed on the device, fused AdamW on CUDA, four dropout lanes per random draw on a CPU
+  (``pipeline.models.cpu_dropout``), eager and with ``torch.compile`` (CUDA graphs on a GPU);
+- a plain Hugging Face ``T5ForConditionalGeneration`` step of the same config on the same batches (what the
+  official repositories run), eager and, with ``--compile-plain``, compiled;
+- each also with ``train.group_by_length`` (batches of similar history lengths, each as wide as its own
+  longest history);
+- samples/s, ms per step, and the achieved TFLOP/s: model FLOPs of a forward and backward of ungrouped
+  batches (padded to the batch's longest history; ``torch.utils.flop_counter``) times samples/s. Grouped
+  batches do fewer FLOPs for the same samples, so their figure is the useful work's rate, not the
+  arithmetic the GPU did.
+
+The first line names the machine (CPU model and native-bf16 flags, or the GPU). ``--precision`` is the
+train.precision setting (auto: bf16 where native); ``--both-precisions`` also times fp32 against bf16.
+
+    python benchmarks/bench_train.py --steps 30 --batch-size 256            # paper-size TIGER 4+4
+    python benchmarks/bench_train.py --method tiger --items 1349            # params.yaml's block (ML-100K size)
+    python benchmarks/bench_train.py --method decor --paper-size            # DECOR at TIGER's paper size
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import os
+import tempfile
 import time
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.models.tiger import Tiger, TigerConfig
-from pipeline.recdata import Split
+from pipeline.config import TrainConfig
 from pipeline.devices import describe
+from pipeline.models.cpu_dropout import use_standard_dropout
+from pipeline.models.tiger import Tiger, TigerConfig
 from pipeline.precision import FORCE_ENV, PRECISIONS, autocast, resolve_precision
+from pipeline.recdata import Split
+from pipeline.training import Trainer
+
+PAPER_SIZE = {"num_layers": 4, "num_decoder_layers": 4, "num_heads": 6, "d_kv": 64, "d_ff": 1024}  # methods.md §4
 
 
 def synthetic(n_samples: int, n_items: int, seed: int) -> Split:
@@ -51,31 +71,83 @@ class PlainT5(torch.nn.Module):
                        labels=batch["labels"]).loss
 
 
-def throughput(model, split: Split, batch_size: int, steps: int, device: torch.device,
-               precision: str = "auto") -> float:
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def host_step_rate(model, split: Split, batch_size: int, steps: int, device: torch.device, precision: str,
+                   compile_loss: bool = False) -> tuple[float, float]:
+    """(samples/s, seconds of warm-up) of the pre-issue-15 step: host batches, loss read every step."""
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss_fn = torch.compile(model.loss) if compile_loss else model.loss
     batches = list(split.batches(batch_size, shuffle=True, generator=np.random.default_rng(0)))[: steps + 3]
 
     def step(idx):
         batch = model.make_batch(split, idx, device)
         with autocast(device, precision):
-            loss = model.loss(batch)
+            loss = loss_fn(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        return float(loss.detach())
 
-    for idx in batches[:3]:  # warm-up
+    t = time.perf_counter()
+    for idx in batches[:3]:  # warm-up (and compilation)
         step(idx)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
+    warm = time.perf_counter() - t
     t = time.perf_counter()
     for idx in batches[3:]:
         step(idx)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return sum(len(i) for i in batches[3:]) / (time.perf_counter() - t)
+    sync(device)
+    return sum(len(i) for i in batches[3:]) / (time.perf_counter() - t), warm
+
+
+def trainer_rate(model, split: Split, batch_size: int, steps: int, device: torch.device, precision: str,
+                 compile_setting: str, group_by_length: bool = False) -> tuple[float, float, bool]:
+    """(samples/s, seconds of warm-up, compiled) of the shared trainer's epoch over ``steps`` batches."""
+    config = TrainConfig(epochs=2, batch_size=batch_size, samples_per_epoch=batch_size * steps, warmup_steps=10,
+                         precision=precision, compile={"on": True, "off": False}.get(compile_setting, compile_setting),
+                         group_by_length=group_by_length)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(model, split, split, config, out, seed=0, device=str(device), log=lambda *_: None)
+        every = trainer.epoch_batches
+
+        def warm_up_batches():
+            """3 steps; with grouped batches one of each width (each width compiles or records a graph)"""
+            first_of_width: dict = {}
+            for batch in every():
+                first_of_width.setdefault(batch[2], batch)
+            return list(first_of_width.values()) if group_by_length else every()[:3]
+        trainer.epoch_batches = warm_up_batches
+        t = time.perf_counter()
+        trainer.train_epoch()
+        sync(device)
+        warm = time.perf_counter() - t
+        trainer.epoch_batches = every
+        t = time.perf_counter()
+        trainer.train_epoch()  # reads its loss once, at the end: the epoch's only host sync
+        sync(device)
+        return batch_size * steps / (time.perf_counter() - t), warm, trainer.compiled
+
+
+def flops_per_sample(model, split: Split, batch_size: int, device: torch.device) -> float:
+    """Model FLOPs of one forward and backward, per sample (matmuls and attention, as FlopCounterMode counts)."""
+    batch = model.make_batch(split, np.random.default_rng(0).permutation(len(split))[:batch_size], device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.loss(batch).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / batch_size
+
+
+def report(name: str, rate: float, batch_size: int, flops: float, device: torch.device, extra: str = "") -> None:
+    unit, scale = ("TFLOP/s", 1e12) if device.type == "cuda" else ("GFLOP/s", 1e9)
+    print(f"  {name:<44} {rate:>10,.0f} samples/s {1000 * batch_size / rate:>8.2f} ms/step "
+          f"{rate * flops / scale:>8.2f} {unit}{extra}", flush=True)
 
 
 def main() -> None:
@@ -86,11 +158,27 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--method", default="", help="time params.yaml's methods.<name> backbone (a model reading "
                     "semantic IDs; synthetic IDs of its tokenizer's shape) instead of the paper-size TIGER")
+    ap.add_argument("--paper-size", action="store_true", help="with --method: TIGER's paper sizes (T5 4+4, "
+                    "6 heads x 64, FFN 1024) over the block's backbone")
     ap.add_argument("--precision", default="auto", choices=sorted(PRECISIONS),
-                    help="the train.precision setting whose resolution is reported (default auto)")
+                    help="the train.precision setting (default auto: bf16 where native)")
+    ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                    help="train.compile for the trainer's compiled row (auto: on CUDA only; off skips the row)")
+    ap.add_argument("--compile-plain", action="store_true", help="also time the plain HF step compiled")
+    ap.add_argument("--both-precisions", action="store_true", help="also time the host step in fp32 and bf16")
+    ap.add_argument("--split", default="", help="a training split of the pipeline (e.g. "
+                    "data/interim/sequences/train.parquet) instead of synthetic histories; --items must cover it")
+    ap.add_argument("--no-sasrec", action="store_true")
+    ap.add_argument("--no-plain", action="store_true", help="skip the plain HF T5 step")
     args = ap.parse_args()
     device = torch.device(args.device)
-    split = synthetic(args.batch_size * (args.steps + 3), args.items, 0)
+    if args.split:
+        from pipeline.recdata import load_split
+
+        split = load_split(args.split)
+        args.items = max(args.items, int(max(split.values.max(), split.targets.max())) + 1)
+    else:
+        split = synthetic(args.batch_size * (args.steps + 3), args.items, 0)
     rng = np.random.default_rng(1)
     codes = np.column_stack([rng.integers(0, 256, args.items) for _ in range(3)] + [np.arange(args.items) % 256])
     torch.manual_seed(0)
@@ -105,28 +193,75 @@ def main() -> None:
                                 + [np.arange(args.items) % tok.codebook_size])
         codebooks = torch.randn(tok.levels, tok.codebook_size, tok.code_dim)
         inputs = ModelInputs(args.items, torch.as_tensor(codes), tok.codebook_size, codebooks)
-        tiger = build(block.model, block.backbone, inputs, params.filter.max_history, f"methods.{args.method}")
-        name = f"methods.{args.method} ({block.model}, params.yaml)"
-    else:
-        tiger = Tiger(TigerConfig(n_items=args.items, depth=4, codebook_size=256), torch.as_tensor(codes))
-        name = "TIGER (T5 4+4, d 128)"
-    os.environ[FORCE_ENV] = "1"  # a benchmark measures emulated bf16 too; the train stage refuses it
-    resolved = resolve_precision(device, args.precision)
-    print(f"{device}: {describe(device)}; batch {args.batch_size}, {args.steps} timed steps")
-    fp32 = throughput(tiger, split, args.batch_size, args.steps, device, "fp32")
-    print(f"{name}, fp32: {fp32:,.0f} samples/s")
-    bf16 = throughput(tiger, split, args.batch_size, args.steps, device, "bf16")
-    print(f"{name}, bf16: {bf16:,.0f} samples/s (x{bf16 / fp32:.2f} of fp32)")
-    print(f"precision {args.precision} resolves to {resolved} here")
-    ours = throughput(tiger, split, args.batch_size, args.steps, device, resolved)
-    plain = throughput(PlainT5(tiger), split, args.batch_size, args.steps, device, resolved)
-    print(f"{name}, {resolved}: ours {ours:,.0f} samples/s ({1000 * args.batch_size / ours:.1f} ms/step), plain HF "
-          f"T5ForConditionalGeneration step {plain:,.0f} samples/s: x{ours / plain:.2f}")
-    from pipeline.models.sasrec import SASRec, SASRecConfig
+        backbone = {**block.backbone, **(PAPER_SIZE if args.paper_size else {})}
 
-    sasrec = SASRec(SASRecConfig(n_items=args.items, max_len=20))
-    sasrec_rate = throughput(sasrec, split, args.batch_size, args.steps, device, resolved)
-    print(f"SASRec (default block), {resolved}: {sasrec_rate:,.0f} samples/s")
+        def make():
+            torch.manual_seed(0)
+            return build(block.model, backbone, inputs, params.filter.max_history, f"methods.{args.method}")
+        name = f"methods.{args.method} ({block.model}{', paper size' if args.paper_size else ''})"
+    else:
+        def make():
+            torch.manual_seed(0)
+            return Tiger(TigerConfig(n_items=args.items, depth=4, codebook_size=256), torch.as_tensor(codes))
+        name = "TIGER (T5 4+4, d 128, paper size)"
+    os.environ["TQDM_DISABLE"] = "1"  # no progress bars between the figures
+    os.environ[FORCE_ENV] = "1"  # a benchmark measures emulated bf16 too; the train stage refuses it
+    precision = resolve_precision(device, args.precision)
+    model = make()
+    n_params = sum(p.numel() for p in model.parameters())
+    flops = flops_per_sample(model.to(device), split, args.batch_size, device)
+    print(f"{device}: {describe(device)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{name}: {n_params / 1e6:.2f}M parameters, {flops / 1e6:.1f} MFLOP per sample (forward + backward); "
+          f"batch {args.batch_size}, {args.steps} timed steps; precision {args.precision} -> {precision}", flush=True)
+    if args.both_precisions:
+        fp32, _ = host_step_rate(make(), split, args.batch_size, args.steps, device, "fp32")
+        report("host step, fp32", fp32, args.batch_size, flops, device)
+        bf16, _ = host_step_rate(make(), split, args.batch_size, args.steps, device, "bf16")
+        report("host step, bf16", bf16, args.batch_size, flops, device, f"  (x{bf16 / fp32:.2f} of fp32)")
+    before = make()
+    use_standard_dropout(before)  # main before issue 15: PyTorch's per-element CPU dropout masks
+    host, _ = host_step_rate(before, split, args.batch_size, args.steps, device, precision)
+    report(f"host step (before issue 15), {precision}", host, args.batch_size, flops, device)
+    eager, _, _ = trainer_rate(make(), split, args.batch_size, args.steps, device, precision, "off")
+    report(f"trainer, eager, {precision}", eager, args.batch_size, flops, device, f"  (x{eager / host:.2f} of host step)")
+    best = eager
+    grouped, _, _ = trainer_rate(make(), split, args.batch_size, args.steps, device, precision, "off", True)
+    report(f"trainer, eager, group_by_length, {precision}", grouped, args.batch_size, flops, device,
+           f"  (x{grouped / host:.2f} of host step)")
+    best = max(best, grouped)
+    if args.compile == "on" or (args.compile == "auto" and device.type == "cuda"):
+        what = "compiled" + (" + CUDA graphs" if device.type == "cuda" else "")
+        for group in (False, True):
+            rate, warm, compiled = trainer_rate(make(), split, args.batch_size, args.steps, device, precision, "on",
+                                                group)
+            label = (what if compiled else "compile FAILED, eager") + (", group_by_length" if group else "")
+            report(f"trainer, {label}, {precision}", rate, args.batch_size, flops, device,
+                   f"  (x{rate / host:.2f} of host step; warm-up {warm:.0f} s)")
+            best = max(best, rate)
+    plain = 0.0
+    if not args.no_plain:
+        plain, _ = host_step_rate(PlainT5(make()), split, args.batch_size, args.steps, device, precision)
+        report(f"plain HF T5 step, eager, {precision}", plain, args.batch_size, flops, device)
+    if args.compile_plain:
+        plain_c, warm = host_step_rate(PlainT5(make()), split, args.batch_size, args.steps, device, precision,
+                                       compile_loss=True)
+        report(f"plain HF T5 step, compiled, {precision}", plain_c, args.batch_size, flops, device,
+               f"  (warm-up {warm:.0f} s)")
+        plain = max(plain, plain_c)
+    print(f"ours (best) / host step: x{best / host:.2f}"
+          + (f"; ours (best) / plain HF (best): x{best / plain:.2f}" if plain else ""), flush=True)
+    if not args.no_sasrec:
+        from pipeline.models.sasrec import SASRec, SASRecConfig
+
+        def sasrec():
+            torch.manual_seed(0)
+            return SASRec(SASRecConfig(n_items=args.items, max_len=20))
+        s_flops = flops_per_sample(sasrec().to(device), split, args.batch_size, device)
+        s_host, _ = host_step_rate(sasrec(), split, args.batch_size, args.steps, device, precision)
+        report(f"SASRec host step, {precision}", s_host, args.batch_size, s_flops, device)
+        s_eager, _, _ = trainer_rate(sasrec(), split, args.batch_size, args.steps, device, precision, "off")
+        report(f"SASRec trainer, eager, {precision}", s_eager, args.batch_size, s_flops, device,
+               f"  (x{s_eager / s_host:.2f})")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline import paths
+from pipeline import distributed, paths
 from pipeline.config import EvaluateParams, Params
 from pipeline.devices import resolve_device
 from pipeline.fingerprint import code_digest, fingerprint
@@ -50,7 +50,9 @@ def train_method(params: Params, method: str, out_dir: str | Path, log=print, on
     torch.manual_seed(seed)  # the initial weights belong to the seed too
     model, data = build_method(params, method, seq_dir)
     splits = load_splits(seq_dir)
-    write_folder(out_dir, method, model, data, block.inputs, seq_dir / "items.parquet")
+    main = distributed.is_main()  # under torchrun, rank 0 alone writes the model folder
+    if main:
+        write_folder(out_dir, method, model, data, block.inputs, seq_dir / "items.parquet")
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"{method} ({block.model}): {n_params:,} trainable parameters, {len(splits['train']):,} training samples")
     if model.fits_itself:
@@ -65,6 +67,8 @@ def train_method(params: Params, method: str, out_dir: str | Path, log=print, on
                       fingerprint=fingerprint(block.model_dump(), seed, params.filter.max_history, params.cpu_threads,
                                               code_digest(), *inputs))
     summary = trainer.fit()
+    if not main:
+        return {**summary, "trainable_parameters": n_params}, trainer.history
     load_weights(model, out_dir / WEIGHTS_FILE)  # exports come from the selected weights, not the last ones
     write_exports(model, out_dir)
     # The training budget travels with the model, so the report can show it beside the metrics: a method

@@ -6,12 +6,14 @@ objects exist even for millions of training samples.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
 
 
 @dataclass
@@ -50,6 +52,47 @@ class Split:
     def seen_items(self) -> list[np.ndarray]:
         """Per sample, the items of its history (for the optional seen-item masking)."""
         return [self.values[self.offsets[i] : self.offsets[i + 1]] for i in range(len(self))]
+
+
+class DeviceSplit:
+    """A split held as tensors on the training device, so that the trainer cuts every batch there: no
+    per-step host work and no host-to-device copy per step (on a GPU the step is bound by launches, not
+    arithmetic). ``histories`` computes exactly what :meth:`Split.histories` computes, with torch ops.
+
+    ``static_width``: batches keep the full width (``max_len`` history slots) instead of the longest
+    history of the batch. Every step then has one shape, which CUDA graphs and ``torch.compile`` need, and
+    the batch needs no host sync to find its longest history; the extra columns are padding, which the
+    models mask.
+    """
+
+    def __init__(self, split: Split, device: torch.device, static_width: bool = False, width: int | None = None):
+        self.device, self.static_width, self.width = torch.device(device), static_width, width
+        self.users = torch.as_tensor(split.users, device=self.device)
+        self.offsets = torch.as_tensor(split.offsets, device=self.device)
+        self.values = torch.as_tensor(split.values, device=self.device)
+        self.targets = torch.as_tensor(split.targets, device=self.device)
+
+    def with_width(self, width: int) -> "DeviceSplit":
+        """The same tensors, batches cut ``width`` history slots wide (static): the trainer's length-grouped
+        batches, whose longest history it knows from the host's offsets without asking the device."""
+        view = copy.copy(self)
+        view.static_width, view.width = True, width
+        return view
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def lengths(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.offsets[idx + 1] - self.offsets[idx]
+
+    def histories(self, idx: torch.Tensor, max_len: int, pad: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = self.lengths(idx).clamp(max=max_len)
+        starts = self.offsets[idx + 1] - lengths
+        cols = torch.arange(min(max_len, self.width or max_len), device=self.device)
+        valid = cols[None, :] < lengths[:, None]
+        # clamp: positions past a history's end read a real slot and are then overwritten with ``pad``
+        gathered = self.values[(starts[:, None] + cols[None, :]).clamp(max=max(len(self.values) - 1, 0))]
+        return torch.where(valid, gathered, torch.full_like(gathered, pad)), lengths
 
 
 def load_split(path: str | Path) -> Split:

@@ -41,5 +41,15 @@ class TrainConfig(_Strict):
     # would emulate it (x0.1 of float32) unless GENREC_FORCE_BF16=1 | fp32 = no autocast anywhere
     # (bit-for-bit comparisons across machines). pipeline/precision.py; the resolved value is recorded.
     precision: Precision = "auto"
+    # auto = torch.compile on CUDA (with CUDA graphs: static batch shapes, one graph replay per step), eager
+    # on a CPU, where compiling costs a minute and was slower here (benchmarks/bench_train.py) | true | false.
+    # A model or machine that cannot be compiled falls back to eager with a warning; what ran is recorded.
+    compile: Literal["auto"] | bool = "auto"
+    # false = batches are consecutive chunks of the epoch's random permutation (every paper's loader) |
+    # true = within windows of 64 batches, samples are sorted by history length before cutting, and the batches
+    # are shuffled: each batch is as wide as its own longest history, so short histories are not padded to 20
+    # items (as HF Trainer's group_by_length). Measured: x1.08 samples/s eager on the 2-core CPU (ML-100K), but
+    # slower compiled on an H100 (25.5k against 33.8k samples/s: shapes vary, so kernels are dynamic).
+    group_by_length: bool = False
 
 

@@ -6,6 +6,12 @@ A model may train in phases (``Recommender.phases``: which parameters, which los
 repeated in order) and act between epochs (``Recommender.end_of_epoch``); one optimizer serves all
 phases, and parameters outside the current phase get no gradient, so AdamW leaves them untouched.
 
+The training split lives on the training device (``DeviceSplit``) and every batch is cut there; the loss
+is summed on the device and read once per epoch, so a step needs no host sync. ``train.compile`` compiles
+the step (CUDA graphs on a GPU). Under ``torchrun`` each process takes its share of every batch and
+DistributedDataParallel averages the gradients, so N processes make the updates of one process with the
+same batch; rank 0 alone validates, logs and writes checkpoints (``pipeline.distributed``).
+
 Checkpoints are safetensors plus JSON, never pickles. The "last" checkpoint (model, optimizer,
 scheduler and loop state) is written atomically after every epoch and carries a fingerprint of the
 run's settings and inputs; a restarted stage resumes from it only when the fingerprint matches.
@@ -24,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup, get_inverse_sqrt_schedule
 
+from pipeline import distributed
 from pipeline.config import TrainConfig
 from pipeline.devices import resolve_device
 from pipeline.io import atomic_dir, write_json
@@ -32,7 +39,23 @@ from pipeline.model_folder import load_weights, save_weights
 from pipeline.models.base import Phase, Recommender
 from pipeline.precision import autocast, resolve_precision
 from pipeline.ranking import rank_split
-from pipeline.recdata import Split
+from pipeline.recdata import DeviceSplit, Split
+
+
+class _LossCall(torch.nn.Module):
+    """The model's loss of a phase as a module call, which DistributedDataParallel and torch.compile wrap."""
+
+    def __init__(self, model: Recommender):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor], loss: str) -> torch.Tensor:
+        return getattr(self.model, loss)(batch)
+
+
+def resolve_compile(device: torch.device, setting: str | bool) -> bool:
+    """train.compile: auto compiles on CUDA only (on a CPU compiling costs a minute and gained nothing)."""
+    return setting is True or (setting == "auto" and device.type == "cuda")
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -63,7 +86,8 @@ class Trainer:
         self.model, self.train_split, self.valid, self.cfg = model, train, valid, config
         self.out_dir, self.seed, self.fingerprint, self.log = Path(out_dir), seed, fingerprint, log
         self.on_epoch = on_epoch
-        self.device = resolve_device(device)
+        self.device = distributed.join(resolve_device(device))  # under torchrun: this rank's GPU
+        self.world, self.rank = distributed.world_size(), distributed.rank()
         self.model.to(self.device)
         # What train.precision means on this device (auto: bf16 where native, else fp32); recorded with the run
         self.precision = resolve_precision(self.device, config.precision, "train.precision")
@@ -73,10 +97,34 @@ class Trainer:
         self.trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
         decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]  # biases, norms
+        # fused AdamW on CUDA: one kernel for all parameters instead of several per parameter tensor
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+                                            {"params": no_decay, "weight_decay": 0.0}], lr=config.lr,
+                                           fused=self.device.type == "cuda")
+        self.compiled = resolve_compile(self.device, config.compile)
+        self.cuda_graphs = self.compiled and self.device.type == "cuda"
+        # Static batch shapes where a graph is replayed (and on CUDA, where padding costs nothing but a
+        # data-dependent width costs a host sync per step); the longest history of the batch elsewhere.
+        self.train_data = DeviceSplit(train, self.device, static_width=self.compiled or self.device.type == "cuda")
+        net = _LossCall(model)
+        if self.world > 1:
+            # A phase trains part of the parameters: the others get no gradient in that phase.
+            net = torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=len(self.phases) > 1)
+        self.net = net
+        self.step_fn: Callable = net
+        if self.compiled:
+            # reduce-overhead = CUDA graphs: a step is one graph replay instead of ~1,000 kernel launches
+            # one shape: static; length-grouped batches: shapes dynamic in width after the second one
+            self.step_fn = torch.compile(net, dynamic=None if config.group_by_length else False,
+                                         mode="reduce-overhead" if self.cuda_graphs else None)
+        if self.world > 1 and config.batch_size < self.world:
+            raise ValueError(f"train.batch_size {config.batch_size} is smaller than the {self.world} processes")
         per_epoch = min(len(train), config.samples_per_epoch or len(train))
         steps_per_epoch = math.ceil(per_epoch / config.batch_size)
+        if self.compiled and steps_per_epoch > 1 and per_epoch % config.batch_size:
+            steps_per_epoch -= 1  # the incomplete batch a compiled epoch drops (epoch_batches)
         total = steps_per_epoch * config.epochs
         if config.schedule == "cosine":
             self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, min(config.warmup_steps, total), total)
@@ -140,41 +188,95 @@ class Trainer:
             left -= phase.epochs
         raise AssertionError("unreachable")
 
+    def epoch_batches(self) -> list[tuple[torch.Tensor, int, int | None]]:
+        """This epoch's batches: (this process's sample indices on the device, the global batch size, the
+        batch's width in history slots or None for the split's own rule).
+
+        A permutation from a generator seeded by (seed, epoch), so a resumed run shuffles exactly as an
+        uninterrupted one, cut into train.batch_size chunks (with train.group_by_length, sorted by history
+        length within windows of 64 batches first, and the batches shuffled); under torchrun each process
+        keeps its share of every chunk. Everything is decided here on the host, once per epoch."""
+        gen = np.random.default_rng([self.seed, self.epoch])
+        order = gen.permutation(len(self.train_split))
+        if 0 < self.cfg.samples_per_epoch < len(order):
+            order = order[: self.cfg.samples_per_epoch]
+        size = self.cfg.batch_size
+        widths = None
+        if self.cfg.group_by_length:
+            lengths = np.diff(self.train_split.offsets)
+            window = 64 * size
+            order = np.concatenate([w[np.argsort(lengths[w], kind="stable")]
+                                    for w in np.split(order, range(window, len(order), window))])
+            starts = np.arange(0, len(order), size)
+            starts = starts[gen.permutation(len(starts))]
+            order = np.concatenate([order[s:s + size] for s in starts])
+            # each batch as wide as its longest history, rounded up to 4 items (fewer shapes to compile)
+            widths = [int(-(-lengths[order[s:s + size]].max() // 4) * 4) for s in range(0, len(order), size)]
+        order = torch.as_tensor(order, device=self.device)  # one copy per epoch, none per step
+        chunks = list(order.split(size))
+        widths = widths or [None] * len(chunks)
+        if self.compiled and len(chunks) > 1 and len(chunks[-1]) < size:
+            # a compiled step has one batch shape (another shape compiles and records a second graph): an
+            # incomplete batch is dropped; a fresh permutation each epoch still trains on every sample
+            keep = [i for i, c in enumerate(chunks) if len(c) == size]
+            chunks, widths = [chunks[i] for i in keep], [widths[i] for i in keep]
+        # a chunk smaller than the processes is dropped
+        return [(c.tensor_split(self.world)[self.rank], len(c), w) for c, w in zip(chunks, widths)
+                if len(c) >= self.world]
+
+    def _step(self, idx: torch.Tensor, width: int | None, loss: str, share: float) -> torch.Tensor:
+        data = self.train_data if width is None else self.train_data.with_width(width)
+        batch = self.model.make_batch(data, idx, self.device)
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with autocast(self.device, self.precision):
+            value = self.step_fn(batch, loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        # share: this process's part of the global batch times the processes, so that DDP's gradient average
+        # is the gradient of the global batch's mean loss (1 in a single process)
+        (value * share if share != 1.0 else value).backward()
+        return value.detach()
+
     def train_epoch(self, phase: Phase | None = None) -> float:
         phase = phase or self.phase_at(self.epoch)
         for name, p in self.trainable.items():
             p.requires_grad_(phase.trains is None or phase.trains(name))
-        loss_fn = getattr(self.model, phase.loss)
         self.model.train()
-        # A generator seeded per epoch: a resumed run shuffles exactly as an uninterrupted one.
-        gen = np.random.default_rng([self.seed, self.epoch])
-        total, n = 0.0, 0
-        order = gen.permutation(len(self.train_split))
-        if 0 < self.cfg.samples_per_epoch < len(order):
-            order = order[: self.cfg.samples_per_epoch]
-        chunks = [order[i : i + self.cfg.batch_size] for i in range(0, len(order), self.cfg.batch_size)]
-        bar = tqdm(chunks, desc=f"epoch {self.epoch + 1}", leave=False, mininterval=2)
-        for idx in bar:
-            batch = self.model.make_batch(self.train_split, idx, self.device)
-            with autocast(self.device, self.precision):
-                loss = loss_fn(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+        total = torch.zeros((), device=self.device)  # summed on the device, read once per epoch: no sync per step
+        n = 0
+        bar = tqdm(self.epoch_batches(), desc=f"epoch {self.epoch + 1}", leave=False, mininterval=2,
+                   disable=None if distributed.is_main() else True)  # None: no bar without a terminal
+        for step, (idx, global_size, width) in enumerate(bar):
+            share = len(idx) * self.world / global_size
+            try:
+                value = self._step(idx, width, phase.loss, share)
+            except Exception as exc:  # noqa: BLE001 -- any compiler failure: train eagerly instead
+                if self.step_fn is self.net:
+                    raise
+                self.log(f"warning: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                         "training eagerly (train.compile: false skips the attempt)")
+                self.step_fn, self.compiled, self.cuda_graphs = self.net, False, False
+                value = self._step(idx, width, phase.loss, share)
             if self.cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
-            value = float(loss.detach())
-            total += value * len(idx)
+            total += value.float() * len(idx)
             n += len(idx)
-            bar.set_postfix(loss=f"{value:.4f}", refresh=False)  # shown at the bar's own pace
+            if step % 50 == 49:  # one host sync per 50 steps for the progress bar
+                bar.set_postfix(loss=f"{float(total) / n:.4f}", refresh=False)
         for p in self.trainable.values():
             p.requires_grad_(True)
-        return total / max(n, 1)
+        if self.world > 1:
+            sums = torch.stack([total, torch.tensor(float(n), device=self.device)])
+            torch.distributed.all_reduce(sums)
+            total, n = sums[0], int(sums[1])
+        return float(total) / max(n, 1)
 
     def fit(self) -> dict:
         """Train until the epoch budget or early stopping; the best weights are in ``best.safetensors``."""
-        torch.manual_seed(self.seed)
+        torch.manual_seed(self.seed + self.rank)  # each process its own dropout masks
+        main = distributed.is_main()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         best_path = self.out_dir / "best.safetensors"
         # best.safetensors is always written before the "last" checkpoint that records it
@@ -192,7 +294,7 @@ class Trainer:
                    **self.model.epoch_diagnostics()}
             budget = self.cfg.time_budget_minutes
             out_of_time = budget > 0 and (time.perf_counter() - started) / 60 >= budget
-            if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs or out_of_time:
+            if main and (self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs or out_of_time):
                 metrics = self.validate()
                 row.update({f"valid_{k}": v for k, v in metrics.items()})
                 if metrics["ndcg@10"] > self.best:
@@ -200,18 +302,28 @@ class Trainer:
                     save_weights(self.model, best_path)
                 else:
                     self.bad_evals += 1
+            if self.world > 1:  # rank 0's decision (and clock) holds for every process
+                decision = torch.tensor([self.best, self.best_epoch, self.bad_evals, float(out_of_time)],
+                                        dtype=torch.float64, device=self.device)
+                torch.distributed.broadcast(decision, 0)
+                self.best, self.best_epoch, self.bad_evals = float(decision[0]), int(decision[1]), int(decision[2])
+                out_of_time = bool(decision[3])
             # The wall time goes to the log and MLflow (on_epoch) but not into the history, which DVC records
             # (the curve in reports/plots, last/state.json): the same run must write the same bytes.
             self.history.append({k: v for k, v in row.items() if k != "epoch_seconds"})
-            self.log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-            if self.on_epoch:
-                self.on_epoch(self.epoch, row)
-            self.save_last()
-            if out_of_time:
-                self.log(f"time budget of {budget:g} min reached after epoch {self.epoch}")
-        if not best_path.exists():  # no validation happened (epochs < eval_every): keep the final weights
+            if main:
+                self.log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+                if self.on_epoch:
+                    self.on_epoch(self.epoch, row)
+                self.save_last()
+                if out_of_time:
+                    self.log(f"time budget of {budget:g} min reached after epoch {self.epoch}")
+        if main and not best_path.exists():  # no validation happened (epochs < eval_every): keep the final weights
             save_weights(self.model, best_path)
-        self.log(f"best validation NDCG@10 {self.best:.4f} at epoch {self.best_epoch}")
+        if self.world > 1:
+            torch.distributed.barrier()  # the other processes read best.safetensors after this
+        if main:
+            self.log(f"best validation NDCG@10 {self.best:.4f} at epoch {self.best_epoch}")
         return {"best_valid_ndcg@10": self.best, "best_epoch": self.best_epoch, "epochs_run": self.epoch,
-                "precision": self.precision, "device": self.device.type}
-
+                "precision": self.precision, "device": self.device.type, "compiled": self.compiled,
+                "processes": self.world}

@@ -2,7 +2,7 @@
 import csv
 import sys
 
-from pipeline import paths, tracking
+from pipeline import distributed, paths, tracking
 from pipeline.config import load_params
 from pipeline.experiment import train_method
 from pipeline.flows import as_flow, run_stage
@@ -20,6 +20,10 @@ def main(method: str) -> None:
                "embed": params.embed.model_dump(), "seed": params.seed}
     if block.tokenizer:  # the upstream block that shaped this method's input
         section["tokenizer"] = {"name": block.tokenizer, **params.tokenizer(block.tokenizer).model_dump()}
+    if not distributed.is_main():
+        # torchrun's other processes: train their share; rank 0 tracks, logs and writes every file
+        train_method(params, method, out_dir, log=lambda *_: None)
+        return
     with tracking.stage_run(f"train@{method}", params.data.dataset_name, section, run_name=method) as run:
         summary, history = as_flow(train_method, name=f"train-{method}")(
             params, method, out_dir,

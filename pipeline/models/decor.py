@@ -160,6 +160,9 @@ class Decor(Tiger):
         return batch
 
     # ----- diagnostics (paper Table 3: how many codes the composition uses) --------------------------
+    # Eager even inside a compiled step: the sums outlive the step, and a CUDA graph's outputs are overwritten
+    # by its next replay (issue 15).
+    @torch.compiler.disable
     def _record(self, weights: torch.Tensor, attr: str) -> None:
         sums = weights.detach().float().sum(0)
         current = getattr(self, attr)

@@ -29,7 +29,7 @@ from torch import nn
 
 from pipeline.metrics import INVALID
 from pipeline.models.base import ModelConfig, ModelInputs, Recommender
-from pipeline.recdata import Split
+from pipeline.recdata import DeviceSplit, Split
 
 
 @dataclass
@@ -101,6 +101,10 @@ class SASRec(Recommender):
     def make_batch(self, split: Split, idx: np.ndarray, device) -> dict[str, torch.Tensor]:
         """``history`` (B, T) right-padded with ``n_items``, T = the longest history of the batch
         (<= max_len; trimming the all-padding columns changes nothing); ``lengths`` (B,); ``target`` (B,)."""
+        if isinstance(split, DeviceSplit):  # the trainer's device split: no host work, no host sync
+            hist, lengths = split.histories(idx, self.config.max_len, pad=self.pad)
+            width = self.config.max_len if split.static_width else int(lengths.max())
+            return {"history": hist[:, :width], "lengths": lengths, "target": split.targets[idx]}
         idx = np.asarray(idx, dtype=np.int64)
         hist, lengths = split.histories(idx, self.config.max_len, pad=self.pad)
         if len(idx) and lengths.min() < 1:
@@ -129,7 +133,9 @@ class SASRec(Recommender):
     def represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, d) sequence representation: the hidden state at the most recent history item."""
         lengths = batch["lengths"]
-        if lengths.numel() and int(lengths.min()) < 1:
+        # checked where it costs no device sync and no graph break (make_batch checks the host splits too)
+        if lengths.device.type == "cpu" and not torch.compiler.is_compiling() and lengths.numel() \
+                and int(lengths.min()) < 1:
             raise ValueError("SASRec needs at least one history item per sample (a length is 0)")
         hidden = self.encode(batch["history"], lengths)
         last = (lengths - 1).long()

@@ -19,7 +19,8 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 from pipeline.decoding import PrefixIndex, constrained_beam_search
 from pipeline.models.base import SEMANTIC_IDS, ModelConfig, ModelInputs, Recommender
-from pipeline.recdata import Split
+from pipeline.models.cpu_dropout import use_fast_cpu_dropout
+from pipeline.recdata import DeviceSplit, Split
 
 PAD, EOS, BOS, FIRST_CODE = 0, 1, 2, 3
 
@@ -76,13 +77,16 @@ class Tiger(Recommender):
             dropout_rate=config.dropout, feed_forward_proj=config.feed_forward_proj,
             pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=BOS,
         ))
+        use_fast_cpu_dropout(self.t5)  # CPU training: masks 4 lanes per random draw (x1.2-1.4 samples/s)
         self.register_buffer("item_codes", item_codes.long().clone(), persistent=False)
         self.register_buffer("item_tokens", code_tokens(item_codes, config.codebook_size), persistent=False)
         # built here so that unusable IDs (duplicates, codes outside the codebook) stop the stage before training
         self._index: PrefixIndex | None = PrefixIndex(self.item_codes, config.codebook_size)
 
     # ----- inputs ---------------------------------------------------------------------------------
-    def make_batch(self, split: Split, idx: np.ndarray, device) -> dict[str, torch.Tensor]:
+    def make_batch(self, split: Split | DeviceSplit, idx, device) -> dict[str, torch.Tensor]:
+        """Samples ``idx`` of a host split (numpy indices) or of the trainer's device split (a tensor of
+        indices on its device: no host work, and no host sync when its batches keep a static width)."""
         hist, lengths = split.histories(idx, self.config.max_history)
         hist = torch.as_tensor(hist, device=self.item_tokens.device)
         lengths = torch.as_tensor(lengths, device=self.item_tokens.device)
@@ -92,7 +96,8 @@ class Tiger(Recommender):
         tokens = torch.cat([tokens, torch.full_like(tokens[:, :1], PAD)], dim=1)
         n_real = lengths * D
         tokens.scatter_(1, n_real[:, None], EOS)
-        tokens = tokens[:, : int(n_real.max()) + 1]  # pad to the longest history of this batch only
+        if not getattr(split, "static_width", False):
+            tokens = tokens[:, : int(n_real.max()) + 1]  # pad to the longest history of this batch only
         mask = torch.arange(tokens.shape[1], device=tokens.device)[None, :] <= n_real[:, None]
         target = torch.as_tensor(split.targets[idx], device=tokens.device)
         batch = {"input_ids": tokens, "attention_mask": mask.long(), "target": target,
