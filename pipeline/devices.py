@@ -18,7 +18,7 @@ def describe(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     import platform
 
-    from pipeline.precision import native_bf16_cpu
+    from pipeline.precision import native_bf16_cpu, native_bf16_flags
 
     model = platform.processor() or platform.machine()
     try:  # Linux: the marketing name; elsewhere platform's answer is the best we have
@@ -26,7 +26,5 @@ def describe(device: torch.device) -> str:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     except OSError:
         pass
-    flags = [name for name, probe in (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx", "_is_amx_tile_supported"))
-             if getattr(torch.cpu, probe, lambda: False)()]
-    native = "native bf16: " + ("+".join(flags) if native_bf16_cpu() else "none")
+    native = "native bf16: " + ("+".join(native_bf16_flags()) if native_bf16_cpu() else "none")
     return f"{model} ({native}), {torch.get_num_threads()} threads"

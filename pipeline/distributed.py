@@ -49,3 +49,9 @@ def join(device: torch.device) -> torch.device:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 timeout=datetime.timedelta(hours=2))
     return device
+
+
+def leave() -> None:
+    """Leave the process group at the end of a stage (a clean exit for every torchrun process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

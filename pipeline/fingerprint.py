@@ -11,7 +11,8 @@ from pathlib import Path
 TRAINING_CODE = ("stages/train.py", "pipeline/experiment.py", "pipeline/model_folder.py", "pipeline/training.py",
                  "pipeline/ranking.py", "pipeline/precision.py", "pipeline/recdata.py", "pipeline/models",
                  "pipeline/decoding.py", "pipeline/metrics.py", "pipeline/fingerprint.py", "pipeline/semantic_ids.py",
-                 "pipeline/train_settings.py", "pipeline/reproducible.py", "pipeline/distributed.py")
+                 "pipeline/train_settings.py", "pipeline/reproducible.py", "pipeline/distributed.py",
+                 "pipeline/devices.py")
 CODE_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -15,7 +15,6 @@ import os
 import torch
 
 PRECISIONS = ("auto", "bf16", "fp32")
-RESOLVED = ("bf16", "fp32")
 FORCE_ENV = "GENREC_FORCE_BF16"
 
 
@@ -33,8 +32,16 @@ def native_bf16_cpu() -> bool:
     and oneDNN is not capped below those instructions (``ONEDNN_MAX_CPU_ISA``)."""
     if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ISA_CAPS_WITHOUT_BF16:
         return False
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(probe() for probe in probes if probe is not None)
+    return bool(native_bf16_flags())
+
+
+# PyTorch's probes of the instructions that make bfloat16 native on a CPU: (flag name, torch.cpu function)
+BF16_PROBES = (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx", "_is_amx_tile_supported"))
+
+
+def native_bf16_flags() -> list[str]:
+    """The native-bfloat16 instruction sets PyTorch finds on this CPU (regardless of any oneDNN cap)."""
+    return [flag for flag, probe in BF16_PROBES if getattr(torch.cpu, probe, lambda: False)()]
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -45,5 +45,12 @@ def main(method: str) -> None:
             run.set_tags({"train.precision_used": summary["precision"], "train.device_used": summary["device"]})
 
 
+def main_then_leave(method: str) -> None:
+    try:
+        main(method)
+    finally:
+        distributed.leave()
+
+
 if __name__ == "__main__":
-    run_stage(f"train@{sys.argv[1]}", lambda: main(sys.argv[1]))
+    run_stage(f"train@{sys.argv[1]}", lambda: main_then_leave(sys.argv[1]))
