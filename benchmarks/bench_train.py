@@ -170,6 +170,7 @@ def main() -> None:
                     "data/interim/sequences/train.parquet) instead of synthetic histories; --items must cover it")
     ap.add_argument("--no-sasrec", action="store_true")
     ap.add_argument("--no-plain", action="store_true", help="skip the plain HF T5 step")
+    ap.add_argument("--no-grouped", action="store_true", help="skip the group_by_length rows")
     args = ap.parse_args()
     device = torch.device(args.device)
     if args.split:
@@ -225,13 +226,14 @@ def main() -> None:
     eager, _, _ = trainer_rate(make(), split, args.batch_size, args.steps, device, precision, "off")
     report(f"trainer, eager, {precision}", eager, args.batch_size, flops, device, f"  (x{eager / host:.2f} of host step)")
     best = eager
-    grouped, _, _ = trainer_rate(make(), split, args.batch_size, args.steps, device, precision, "off", True)
-    report(f"trainer, eager, group_by_length, {precision}", grouped, args.batch_size, flops, device,
-           f"  (x{grouped / host:.2f} of host step)")
-    best = max(best, grouped)
+    if not args.no_grouped:
+        grouped, _, _ = trainer_rate(make(), split, args.batch_size, args.steps, device, precision, "off", True)
+        report(f"trainer, eager, group_by_length, {precision}", grouped, args.batch_size, flops, device,
+               f"  (x{grouped / host:.2f} of host step)")
+        best = max(best, grouped)
     if args.compile == "on" or (args.compile == "auto" and device.type == "cuda"):
         what = "compiled" + (" + CUDA graphs" if device.type == "cuda" else "")
-        for group in (False, True):
+        for group in (False,) if args.no_grouped else (False, True):
             rate, warm, compiled = trainer_rate(make(), split, args.batch_size, args.steps, device, precision, "on",
                                                 group)
             label = (what if compiled else "compile FAILED, eager") + (", group_by_length" if group else "")

@@ -102,4 +102,27 @@ def markdown(result: dict, trained: dict[str, str] | None = None) -> str:
         else:
             line += " |"
         lines.append(line)
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if baseline:
+        text += "\n" + separation(result) + "\n"
+    return text
+
+
+def separation(result: dict, alpha: float = 0.05) -> str:
+    """What the comparison can and cannot tell apart: for each method, its NDCG@10 against the baseline's,
+    separated when both paired tests over users give p < ``alpha``."""
+    baseline = result["baseline"]
+    separated, not_separated = [], []
+    for method, row in result["methods"].items():
+        if method == baseline or math.isnan(row.get("paired_t_p", float("nan"))):
+            continue
+        rel = row.get("relative_ndcg@10", float("nan"))
+        what = f"{method} {rel:+.0%}" if not math.isnan(rel) else method
+        tests = f"t p {row['paired_t_p']:.2g}, Wilcoxon p {row['wilcoxon_p']:.2g}"
+        (separated if max(row["paired_t_p"], row["wilcoxon_p"]) < alpha else not_separated).append(f"{what} ({tests})")
+    parts = [f"**What this comparison separates** (NDCG@10 per user against {baseline}; both tests p < {alpha:g}): "
+             + ("; ".join(separated) if separated else "nothing") + "."]
+    if not_separated:
+        parts.append("Not separated: " + "; ".join(not_separated) + ": a difference of this size needs more users "
+                     "or seeds (`scripts/seed_study.py`) to be told from chance.")
+    return " ".join(parts)

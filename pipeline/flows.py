@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
+from pipeline import distributed
 from pipeline.config import Params, ParamsError
 from pipeline.data.download import DownloadError, NetworkUnavailable, RemoteFile, download, fetch_from_mirrors
 from pipeline.data.readers import DataError
@@ -116,4 +117,5 @@ def run_stage(name: str, body: Callable[[], None]) -> None:
         sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(f"[{name}] done in {time.perf_counter() - t0:.1f}s")
+    if distributed.is_main():  # under torchrun, once
+        print(f"[{name}] done in {time.perf_counter() - t0:.1f}s")

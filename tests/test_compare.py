@@ -58,7 +58,25 @@ def test_training_budget_column_names_each_methods_epochs(tmp_path):
     a = ranks_file(tmp_path / "a.parquet", [1, 0])
     b = ranks_file(tmp_path / "b.parquet", [2, 1])
     table = markdown(compare({"pop": [a], "tiger": [b]}, "tiger"), {"pop": "", "tiger": "8 (best 7)"})
-    head, _, pop, tiger = table.strip().splitlines()
+    head, _, pop, tiger = table.strip().splitlines()[:4]
     assert head.startswith("| method | runs | trained | R@5")
     assert pop.startswith("| pop | 1 | — | ") and tiger.startswith("| tiger | 1 | 8 (best 7) | ")
     assert "trained" not in markdown(compare({"pop": [a]}, None))  # seed studies: no column unless given
+
+
+def test_the_report_says_which_differences_it_separates(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 400
+    base = rng.integers(0, 30, n)
+    better = np.where(rng.random(n) < 0.5, 1, base)  # a large gain: both tests p < 1e-6
+    slightly = base.copy()
+    slightly[:3] = 1  # three users: not separable from chance
+    result = compare({"tiger": [ranks_file(tmp_path / "t.parquet", base)],
+                      "decor": [ranks_file(tmp_path / "d.parquet", better)],
+                      "tweak": [ranks_file(tmp_path / "w.parquet", slightly)]}, "tiger")
+    summary = markdown(result).split("**What this comparison separates**")[1]  # the paragraph under the table
+    separated, _, rest = summary.partition("Not separated:")
+    assert "decor +" in separated and "tweak" not in separated
+    assert "tweak" in rest and "decor" not in rest
+    assert "What this comparison separates" not in markdown(compare({"a": [ranks_file(tmp_path / "a.parquet", base)]},
+                                                                      None))
