@@ -128,6 +128,33 @@ def test_epoch_diagnostics_report_per_level_usage_then_reset():
     assert model.epoch_diagnostics() == {}
 
 
+def test_per_sample_statistics_tell_a_collapse_from_a_composition_and_the_guard_names_the_level():
+    model = decor(bos_queries=0).train()
+    levels = DEPTH - 1
+    # collapsed: every sample puts all its weight on code 3 of every level
+    collapsed = torch.zeros(8, levels, K)
+    collapsed[:, :, 3] = 1.0
+    model._record(collapsed, "_weight_sums")
+    with pytest.warns(UserWarning, match="collapsed at level 1: code 3"):
+        stats = model.epoch_diagnostics()
+    assert stats["composition_max_l1"] == 1.0 and stats["composition_sample_onehot_l1"] == 1.0
+    assert stats["composition_winners_l1"] == 1 / K and stats["composition_sample_entropy_l1"] == pytest.approx(0)
+    # composing: each sample one-hot on its own code. The epoch mean looks spread (as a composition that
+    # differs per user should), while per sample every weight is one-hot: only the per-sample figures say so
+    spread = torch.zeros(8, levels, K)
+    spread[torch.arange(8), :, torch.arange(8) % K] = 1.0
+    model._record(spread, "_weight_sums")
+    stats = model.epoch_diagnostics()
+    assert stats["composition_max_l1"] == pytest.approx(1 / min(8, K))
+    assert stats["composition_sample_onehot_l1"] == 1.0 and stats["composition_winners_l1"] == min(8, K) / K
+    assert stats["composition_active_per_sample_l1"] == min(8, K) / K
+    # uniform weights: no sample has a winner above 1/K, every code reaches 1/K
+    model._record(torch.full((8, levels, K), 1.0 / K), "_weight_sums")
+    stats = model.epoch_diagnostics()
+    assert stats["composition_sample_onehot_l1"] == 0.0 and stats["composition_active_per_sample_l1"] == 1.0
+    assert stats["composition_sample_entropy_l1"] == pytest.approx(1.0)
+
+
 def _ids_workspace(workspace, codes=None):
     workspace.write_ids("rq", catalogue().numpy() if codes is None else codes, K)
     return "data/processed/semantic_ids/rq"

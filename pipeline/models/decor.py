@@ -16,6 +16,7 @@ With all three off, no module is added and the model computes exactly TIGER's lo
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -93,6 +94,7 @@ class Decor(Tiger):
             self.bos_queries = nn.Parameter(torch.randn(config.bos_queries, d) * 0.02)
         self._weight_sums: torch.Tensor | None = None  # (levels, K) composition weights summed in training
         self._bos_weight_sums: torch.Tensor | None = None
+        self._sample_sums: dict[str, torch.Tensor] | None = None  # per-sample statistics (_record)
         self._weight_rows = 0
 
     # ----- embeddings -----------------------------------------------------------------------------
@@ -164,30 +166,67 @@ class Decor(Tiger):
     # by its next replay (issue 15).
     @torch.compiler.disable
     def _record(self, weights: torch.Tensor, attr: str) -> None:
-        sums = weights.detach().float().sum(0)
+        weights = weights.detach().float()
+        sums = weights.sum(0)
         current = getattr(self, attr)
         setattr(self, attr, sums if current is None else current + sums)
+        if attr == "_weight_sums":
+            # per sample (B, levels, K): its largest weight, whether that is one-hot, its entropy, which code
+            # wins, and which codes reach the uniform weight 1/K (issue 16: the epoch mean hides all of this)
+            K = weights.shape[-1]
+            top = weights.max(dim=-1)
+            entropy = -(weights * weights.clamp_min(1e-12).log()).sum(-1) / math.log(K)
+            per_sample = {"max": top.values.sum(0), "onehot": (top.values > 0.99).float().sum(0),
+                          "entropy": entropy.sum(0),
+                          "winners": F.one_hot(top.indices, K).float().sum(0),
+                          "reach": (weights >= 1.0 / K).float().sum(0)}
+            self._sample_sums = per_sample if self._sample_sums is None else \
+                {k: self._sample_sums[k] + v for k, v in per_sample.items()}
         if attr == "_weight_sums" or not self.config.composition:
             self._weight_rows += weights.shape[0]
 
+    # A code counts as active per sample when it reaches 1/K for at least this share of the samples (issue 16)
+    ACTIVE_SHARE = 0.01
+    COLLAPSED = 0.99  # the guard: a mean max weight above this means one code per level, not a composition
+
     def epoch_diagnostics(self) -> dict[str, float]:
-        """Composition weights averaged over the epoch's training samples: per level, the share of codes
-        whose mean weight is at least uniform (1/K, the paper's threshold), the largest mean weight, and
-        the normalised entropy of the mean weights; the same for the BOS queries. Resets the sums."""
+        """The composition weights of the epoch's training samples, per level:
+
+        - over their epoch mean (the paper's Table 3 reading): the share of codes whose mean weight is at
+          least uniform (1/K), the largest mean weight, the normalised entropy of the mean weights;
+        - per sample: the mean largest weight, the share of samples whose largest weight is > 0.99, the mean
+          normalised entropy, the share of codes that win (argmax) for some sample, and the share of codes
+          that reach 1/K for at least ACTIVE_SHARE of the samples;
+
+        the same epoch-mean figures for the BOS queries. Warns, naming the level, when the composition has
+        collapsed (largest mean weight > 0.99). Resets the sums."""
         out: dict[str, float] = {}
         rows = max(self._weight_rows, 1)
         if self._weight_sums is not None:
             mean = self._weight_sums / rows  # (levels, K)
             K = mean.shape[-1]
+            sample = {k: v / rows for k, v in self._sample_sums.items()}
             for level in range(mean.shape[0]):
-                w = mean[level]
-                out[f"composition_active_l{level + 1}"] = float((w >= 1.0 / K).float().mean())
-                out[f"composition_max_l{level + 1}"] = float(w.max())
-                out[f"composition_entropy_l{level + 1}"] = float(-(w * w.clamp_min(1e-12).log()).sum() / math.log(K))
+                w, n = mean[level], level + 1
+                out[f"composition_active_l{n}"] = float((w >= 1.0 / K).float().mean())
+                out[f"composition_max_l{n}"] = float(w.max())
+                out[f"composition_entropy_l{n}"] = float(-(w * w.clamp_min(1e-12).log()).sum() / math.log(K))
+                out[f"composition_sample_max_l{n}"] = float(sample["max"][level])
+                out[f"composition_sample_onehot_l{n}"] = float(sample["onehot"][level])
+                out[f"composition_sample_entropy_l{n}"] = float(sample["entropy"][level])
+                out[f"composition_winners_l{n}"] = float((sample["winners"][level] > 0).float().mean())
+                out[f"composition_active_per_sample_l{n}"] = float(
+                    (sample["reach"][level] >= self.ACTIVE_SHARE).float().mean())
+                if out[f"composition_max_l{n}"] > self.COLLAPSED:
+                    code = int(w.argmax())
+                    warnings.warn(f"DECOR composition collapsed at level {n}: code {code} takes {float(w.max()):.3f} "
+                                  f"of the mean weight ({out[f'composition_sample_onehot_l{n}']:.0%} of samples "
+                                  "one-hot): the composed embedding is one vector for every user, not a composition",
+                                  stacklevel=2)
         if self._bos_weight_sums is not None:
             w = self._bos_weight_sums / rows
             out["bos_active"] = float((w >= 1.0 / w.numel()).float().mean())
             out["bos_entropy"] = float(-(w * w.clamp_min(1e-12).log()).sum() / math.log(max(w.numel(), 2)))
-        self._weight_sums = self._bos_weight_sums = None
+        self._weight_sums = self._bos_weight_sums = self._sample_sums = None
         self._weight_rows = 0
         return out
