@@ -8,12 +8,15 @@ workspace's data and, every ``--every`` training steps, records from the step's 
 - Table 3's "active" codes (weight >= 1/K) counted two ways: over the batch mean of the weights (the train
   stage's epoch statistic) and per sample (a code counts when it reaches 1/K for >= 1 % of the samples);
 - the attention's scale: mean query norm, the winning code's key norm against the median key norm, the
-  score gap between the best and second-best code (q.k / sqrt(d)), and the value norms.
+  score gap between the best and second-best code (q.k / sqrt(d)), and the value norms;
+- how much the context differs across users: the mean pairwise cosine of the pooled contexts u and of the
+  queries W_Q u over the batch (1 = every user asks the same question).
 
 The tokenizer's own level usage is printed beside it (Table 3's first column). Writes one CSV row per
 record; prints the rows as it goes.
 
-    python scripts/decor_diagnosis.py --method decor --steps 1200 --every 50 --out /tmp/decor_diag.csv
+    python scripts/decor_diagnosis.py --method decor --steps 1200 --every 50 --out /tmp/decor_diag.csv \
+        [--set more_methods.decor.backbone.scores=cosine]
 """
 from __future__ import annotations
 
@@ -29,7 +32,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import load_params  # noqa: E402
 from pipeline.experiment import build_method  # noqa: E402
 from pipeline.models.tiger import FIRST_CODE  # noqa: E402
 from pipeline.recdata import load_splits  # noqa: E402
@@ -47,6 +49,11 @@ def level_stats(model, u: torch.Tensor, weights: torch.Tensor) -> dict[str, floa
         k, v = model.compose_k(keys_in).float(), model.compose_v(keys_in).float()
         scores = torch.einsum("bd,lkd->blk", q, k) / math.sqrt(q.shape[-1])
     w = weights.float()
+    # how much the context differs across the batch's users: mean pairwise cosine of u and of the query
+    for name, x in (("context", u.float()), ("query", q)):
+        unit = torch.nn.functional.normalize(x, dim=1)
+        sim = unit @ unit.T
+        out[f"{name}_cos_mean"] = float((sim.sum() - sim.diagonal().sum()) / max(B * (B - 1), 1))
     for level in range(levels):
         wl = w[:, level]
         top = wl.max(dim=1)
@@ -86,8 +93,17 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=25_600, help="samples per epoch (a fresh random subset)")
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--out", type=Path, default=Path("decor_diagnosis.csv"))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a params override, e.g. more_methods.decor.backbone.scores=cosine")
     args = ap.parse_args()
-    params = load_params()
+    import yaml
+
+    from pipeline.config import params_from_dict, set_dotted
+
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    for assignment in args.set:
+        set_dotted(raw, assignment)
+    params = params_from_dict(raw)
     block = params.method(args.method)
     model, _ = build_method(params, args.method)
     if not getattr(model.config, "composition", False):
@@ -113,7 +129,7 @@ def main() -> None:
                 row = {"step": state["step"], **level_stats(model, u.detach(), weights.detach())}
                 rows.append(row)
                 print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
-                               if k == "step" or k.startswith(("l1_", "l2_", "l3_")) and any(
+                               if k in ("step", "context_cos_mean", "query_cos_mean") or k.startswith(("l1_", "l2_", "l3_")) and any(
                                    s in k for s in ("max_mean", "onehot", "distinct", "top_winner_share",
                                                     "active", "gap", "winner_key", "median_key"))),
                       flush=True)

@@ -111,6 +111,22 @@ def test_beam_scores_equal_teacher_forced_log_probabilities_with_every_component
         assert torch.allclose(every_item_log_probability(model, batch, row)[items[row]], scores[row], atol=1e-4)
 
 
+def test_cosine_scores_bound_the_composition_weights_whatever_the_key_scale():
+    model = decor(scores="cosine", temperature=0.5, bos_queries=0)
+    with torch.no_grad():
+        model.compose_k.weight.mul_(1000.0)  # keys 1000x larger: a dot product would be one-hot
+        u = torch.randn(4, SIZES["d_model"])
+        _, weights = model.composition_weights(u)
+    ratio = weights.max(dim=-1).values / weights.min(dim=-1).values
+    assert (ratio <= np.exp(2 / 0.5) * (1 + 1e-4)).all()
+    dot = decor(bos_queries=0)
+    with torch.no_grad():
+        dot.compose_k.weight.copy_(model.compose_k.weight)
+        dot.compose_q.weight.copy_(model.compose_q.weight)
+        _, dot_weights = dot.composition_weights(u)
+    assert dot_weights.max() > weights.max()  # the unbounded scale saturates; the bounded one does not
+
+
 def test_alpha_zero_interpolation_leaves_code_embeddings_static():
     model = decor(alpha=0.0, bos_queries=0, fusion=False).eval()
     tokens = torch.tensor([[BOS, FIRST_CODE + 1, FIRST_CODE + K + 2]])

@@ -39,6 +39,12 @@ class DecorConfig(TigerConfig):
     # (open) The residual equation was lost in extraction. "interpolate": (1-α)·x + α·m, where a small α
     # favours the static embedding as the paper's text says; "additive": x + α·m, the other reading.
     residual: str = "interpolate"
+    # (open) The score of the composition attention. "dot": q.k / sqrt(d), the paper's scaled dot product;
+    # its scale is unbounded, and on ML-100K every sample's weights went one-hot on one shared code within
+    # 100 steps while that code's key norm grew x3 (docs/decor_collapse.md). "cosine": cos(q, k) / temperature,
+    # bounded by 1/temperature (a weight ratio of at most exp(2 / temperature)).
+    scores: str = "dot"
+    temperature: float = 0.1  # for scores: cosine (our choice: ratios up to e^20, sharp but never one-hot by scale)
 
     def __post_init__(self):
         if not 0.0 <= self.alpha <= 1.0:
@@ -47,6 +53,10 @@ class DecorConfig(TigerConfig):
             raise ValueError(f"bos_queries must be >= 0, got {self.bos_queries}")
         if self.residual not in ("interpolate", "additive"):
             raise ValueError(f"residual must be 'interpolate' or 'additive', got {self.residual!r}")
+        if self.scores not in ("dot", "cosine"):
+            raise ValueError(f"scores must be 'dot' or 'cosine', got {self.scores!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
 class Decor(Tiger):
@@ -121,10 +131,15 @@ class Decor(Tiger):
         return self.context_mlp(torch.einsum("bs,bsd->bd", weights, h))
 
     def _attend(self, u: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled dot-product attention of queries W_Q u (B, d) over ``keys`` (..., N, d) -> (values, weights)."""
+        """Attention of queries W_Q u (B, d) over ``keys`` (..., N, d) -> (values, weights): scaled dot product,
+        or cosine over a temperature (``scores``)."""
         q = self.compose_q(u)
         k, v = self.compose_k(keys), self.compose_v(keys)
-        scores = torch.einsum("bd,...nd->b...n", q, k) / math.sqrt(q.shape[-1])
+        if self.config.scores == "cosine":
+            q, k = F.normalize(q.float(), dim=-1), F.normalize(k.float(), dim=-1)
+            scores = torch.einsum("bd,...nd->b...n", q, k) / self.config.temperature
+        else:
+            scores = torch.einsum("bd,...nd->b...n", q, k) / math.sqrt(q.shape[-1])
         weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)
         return torch.einsum("b...n,...nd->b...d", weights, v), weights
 
