@@ -127,6 +127,17 @@ def test_cosine_scores_bound_the_composition_weights_whatever_the_key_scale():
     assert dot_weights.max() > weights.max()  # the unbounded scale saturates; the bounded one does not
 
 
+def test_a_centred_context_is_the_pooled_one_minus_the_mean_code_embedding():
+    pooled, centred = decor(bos_queries=0), decor(bos_queries=0, context="centred")
+    batch = batch_of(pooled)
+    for model in (pooled, centred):
+        model.context_mlp = torch.nn.Identity()  # compare what goes into the MLP
+    codes = FIRST_CODE + torch.arange((DEPTH - 1) * K)
+    with torch.no_grad():
+        shift = centred.token_embeddings(codes).mean(0)
+        torch.testing.assert_close(centred.context(batch), pooled.context(batch) - shift)
+
+
 def test_alpha_zero_interpolation_leaves_code_embeddings_static():
     model = decor(alpha=0.0, bos_queries=0, fusion=False).eval()
     tokens = torch.tensor([[BOS, FIRST_CODE + 1, FIRST_CODE + K + 2]])

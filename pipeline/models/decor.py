@@ -45,6 +45,10 @@ class DecorConfig(TigerConfig):
     # bounded by 1/temperature (a weight ratio of at most exp(2 / temperature)).
     scores: str = "dot"
     temperature: float = 0.1  # for scores: cosine (our choice: ratios up to e^20, sharp but never one-hot by scale)
+    # (open) The composition's context. "pooled": the attention-pooled history token embeddings, then an MLP
+    # (our reading of §3.3); "centred": the same minus the mean code-token embedding, the part every user's
+    # history shares (users' pooled contexts had a mean pairwise cosine of 0.98: docs/decor_collapse.md).
+    context: str = "pooled"
 
     def __post_init__(self):
         if not 0.0 <= self.alpha <= 1.0:
@@ -55,6 +59,8 @@ class DecorConfig(TigerConfig):
             raise ValueError(f"residual must be 'interpolate' or 'additive', got {self.residual!r}")
         if self.scores not in ("dot", "cosine"):
             raise ValueError(f"scores must be 'dot' or 'cosine', got {self.scores!r}")
+        if self.context not in ("pooled", "centred"):
+            raise ValueError(f"context must be 'pooled' or 'centred', got {self.context!r}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
@@ -128,7 +134,12 @@ class Decor(Tiger):
         scores = self.context_vector(torch.tanh(self.context_score(h))).squeeze(-1)
         scores = scores.float().masked_fill(tokens < FIRST_CODE, float("-inf"))  # PAD and EOS
         weights = torch.softmax(scores, dim=-1).to(h.dtype)
-        return self.context_mlp(torch.einsum("bs,bsd->bd", weights, h))
+        pooled = torch.einsum("bs,bsd->bd", weights, h)
+        if self.config.context == "centred":
+            # minus the mean embedding of every code token: the component all histories share
+            codes = FIRST_CODE + torch.arange(self.code_levels * self.config.codebook_size, device=tokens.device)
+            pooled = pooled - self.token_embeddings(codes).mean(0).to(pooled.dtype)
+        return self.context_mlp(pooled)
 
     def _attend(self, u: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention of queries W_Q u (B, d) over ``keys`` (..., N, d) -> (values, weights): scaled dot product,
