@@ -15,7 +15,7 @@ workspace's data and, every ``--every`` training steps, records from the step's 
 The tokenizer's own level usage is printed beside it (Table 3's first column). Writes one CSV row per
 record; prints the rows as it goes.
 
-    python scripts/decor_diagnosis.py --method decor --steps 1200 --every 50 --out /tmp/decor_diag.csv \
+    python scripts/decor_diagnosis.py --method decor --steps 1200 --every 50 --out decor_diagnosis.csv \
         [--set more_methods.decor.backbone.scores=cosine]
 """
 from __future__ import annotations
