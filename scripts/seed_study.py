@@ -56,11 +56,44 @@ def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int
             done.write_text(json.dumps(result, indent=2, default=float) + "\n")
         return result
 
-    summary, _ = train_method(params, method, run_dir / "model", log=log)
+    summary, history = train_method(params, method, run_dir / "model", log=log)
     metrics = evaluate_model(run_dir / "model", run_dir / "results", params.evaluate, log=log)
-    result = {"method": method, "seed": seed, "summary": summary, "test": metrics}
+    result = {"method": method, "seed": seed, "summary": summary, "test": metrics, "history": history}
     done.write_text(json.dumps(result, indent=2, default=float) + "\n")
     return result
+
+
+def mean_std(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
+    return f"{mean:.4f} ± {std:.4f}"
+
+
+def training_diagnostics(results: dict[str, list[dict]]) -> str:
+    """Markdown: each method's validation NDCG@10 (the best epoch's: what a default is chosen on) and, for
+    methods that compose (DECOR), the last epoch's composition statistics per level (mean ± std over seeds):
+    Table 3's active share by the epoch-mean rule and by the per-sample rule (a code counts when it reaches
+    1/K for >= 1 % of the samples), each sample's largest weight, and I(user; code) / log K."""
+    lines = ["", "", "Validation (best epoch) and, for DECOR, the last training epoch's composition weights per "
+             "level l: active codes by the epoch-mean rule (mean weight >= 1/K, the paper's Table 3) / by the "
+             "per-sample rule (>= 1/K for >= 1 % of the samples), each sample's largest weight, I(user; code) / "
+             "log K (0 = the same weights for every user).", "",
+             "| method | valid N@10 | epochs | level | active (mean rule) | active (per-sample rule) | sample max "
+             "| I(user; code) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for method, runs in results.items():
+        valid = mean_std([r["summary"].get("best_valid_ndcg@10", float("nan")) for r in runs])
+        epochs = "/".join(str(r["summary"].get("epochs_run", "?")) for r in runs)
+        last = [r.get("history", [{}])[-1] if r.get("history") else {} for r in runs]
+        levels = sorted({int(k.rsplit("_l", 1)[1]) for row in last for k in row if k.startswith("composition_active_l")})
+        if not levels:
+            lines.append(f"| {method} | {valid} | {epochs} | — | — | — | — | — |")
+        for level in levels:
+            cells = [mean_std([row[f"{name}_l{level}"] for row in last]) for name in
+                     ("composition_active", "composition_active_per_sample", "composition_sample_max",
+                      "composition_user_information")]
+            lines.append(f"| {method} | {valid if level == levels[0] else ''} | {epochs if level == levels[0] else ''} "
+                         f"| {level} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -117,6 +150,8 @@ def main() -> None:
     header = (f"# {args.name}\n\nSeeds {args.seeds}; budget overrides {args.set or 'none'}; test split, "
               f"{summary['users']} users. Mean ± std over seeds; p-values compare per-user NDCG@10 "
               "(averaged over seeds) with the baseline (* p < 0.05, ** p < 0.01).\n\n")
+    diagnostics = training_diagnostics({m: [results[(m, s)] for s in args.seeds] for m in args.methods})
+    table += diagnostics
     out.write_text(header + table)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     print(header + table)

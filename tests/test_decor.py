@@ -1,11 +1,13 @@
 """DECOR on TIGER's backbone: exact reduction to TIGER, frozen codebooks, composition weights, decoding."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ParamsError, TrainConfig
+from pipeline.config import ParamsError, TrainConfig, load_params
 from pipeline.experiment import build_method
-from pipeline.models.decor import Decor, DecorConfig
+from pipeline.models.decor import Decor, DecorConfig, user_code_information
 from pipeline.models.tiger import BOS, FIRST_CODE, Tiger, TigerConfig
 from pipeline.training import Trainer
 from tests.test_tiger import DEPTH, K, N_ITEMS, catalogue, every_item_log_probability, pattern_split
@@ -13,6 +15,7 @@ from tests.test_tiger import DEPTH, K, N_ITEMS, catalogue, every_item_log_probab
 SIZES = dict(n_items=N_ITEMS, depth=DEPTH, codebook_size=K, d_model=32, num_layers=1, num_decoder_layers=1,
              num_heads=2, d_kv=16, d_ff=64, dropout=0.0)
 ALL_OFF = dict(fusion=False, composition=False, bos_queries=0)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def codebooks(seed=0, e=8):
@@ -211,3 +214,95 @@ def test_unusable_semantic_ids_stop_model_construction_naming_the_folder_and_ite
     _ids_workspace(workspace, codes)
     with pytest.raises(ParamsError, match=rf"item 5 has the ID .* codes must lie in \[0, {K}\)"):
         build_method(_params(workspace, "tiger"), "tiger")
+
+
+def two_taste_split(n_users: int, seed: int = 0):
+    """Even users walk item -> (7 * item + 3) % N, odd users item -> (5 * item + 1) % N, from a random start:
+    the same last item has another next item for each taste, which only the history tells."""
+    starts = np.random.default_rng(seed).integers(N_ITEMS, size=n_users)
+    return pattern_split(n_users, 8, walk=lambda user, item: ((7, 5)[user % 2] * item + (3, 1)[user % 2]) % N_ITEMS,
+                         first=lambda user: int(starts[user]))
+
+
+def composition_after_training(tmp_path, **switches):
+    """Train a tiny DECOR (composition only) on two tastes; return, on unseen users with >= 4 history items,
+    I(user; code) / log K per level and the total-variation distance between the two tastes' mean weights."""
+    torch.manual_seed(0)
+    model = Decor(DecorConfig(**{**SIZES, "dropout": 0.1}, fusion=False, bos_queries=0, **switches),
+                  catalogue(), codebooks())
+    cfg = TrainConfig(epochs=5, batch_size=32, lr=3e-3, warmup_steps=10, eval_every=100, patience=5, beam_size=10)
+    Trainer(model, two_taste_split(80), two_taste_split(80), cfg, tmp_path, seed=0, device="cpu",
+            log=lambda *_: None).fit()
+    model.eval()
+    test = two_taste_split(40, seed=1)
+    rows = np.flatnonzero(np.diff(test.offsets) >= 4)
+    batch = model.make_batch(test, rows, "cpu")
+    with torch.inference_mode():
+        _, weights = model.composition_weights(model.encode(batch)[0]["context"])
+    taste = test.users[rows] % 2
+    distance = 0.5 * (weights[taste == 0].mean(0) - weights[taste == 1].mean(0)).abs().sum(-1)
+    return user_code_information(weights), distance
+
+
+def default_composition_switches() -> dict:
+    """The composition switches of params.yaml's decor block (the default chosen on validation)."""
+    backbone = load_params(REPO / "params.yaml").method("decor").backbone
+    return {k: backbone[k] for k in ("scores", "temperature", "context", "context_norm", "diversity_weight")}
+
+
+@pytest.mark.filterwarnings("ignore:DECOR composition collapsed")
+def test_the_default_composition_composes_per_user_where_the_papers_collapses(tmp_path):
+    """Issue 16's synthetic task: the best composition depends on the user's taste. Measure: the mutual
+    information between users and codes over their composition weights, I(user; code) / log K per level (0:
+    every user has the same weights), and how far the two tastes' mean weights lie apart (total variation)."""
+    information, distance = composition_after_training(tmp_path / "default", **default_composition_switches())
+    assert (information > 0.1).all() and (distance > 0.1).all(), (information, distance)
+    # the paper's context and scores on the same task, seed and budget: one code per level for every user
+    information, distance = composition_after_training(tmp_path / "paper", context_norm="none", scores="dot")
+    assert (information < 0.02).all() and (distance < 0.02).all(), (information, distance)
+
+
+def test_the_batch_standardised_context_removes_what_every_user_shares():
+    model = decor(bos_queries=0, context_norm="batch").train()
+    paper = decor(bos_queries=0).train()  # the same weights, u = MLP(pooled)
+    batch = batch_of(model, 6)
+    u, raw = model.context(batch), paper.context(batch)
+    expected = (raw - raw.mean(0)) / (raw.var(0, unbiased=False) + model.context_standardiser.eps).sqrt()
+    torch.testing.assert_close(u, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(u.mean(0), torch.zeros_like(u[0]), atol=1e-5, rtol=0)
+    # one user in training, and any batch at inference: the running statistics, no batch dependence
+    single = model.context({k: v[:1] for k, v in batch.items()})
+    model.eval()
+    torch.testing.assert_close(single, model.context({k: v[:1] for k, v in batch.items()}))
+    torch.testing.assert_close(model.context(batch)[:1], single)
+
+
+def test_user_code_information_is_zero_for_a_shared_composition_and_one_for_distinct_one_hot_codes():
+    shared = torch.softmax(torch.randn(1, 2, 8), -1).expand(5, 2, 8)
+    assert torch.allclose(user_code_information(shared), torch.zeros(2), atol=1e-6)
+    distinct = torch.eye(8)[:, None, :].expand(8, 2, 8)  # user i one-hot on code i: I = log 8
+    assert torch.allclose(user_code_information(distinct), torch.ones(2))
+
+
+def test_the_diversity_bonus_lowers_the_loss_by_its_weight_times_the_information():
+    plain = decor(bos_queries=0).train()
+    bonus = decor(bos_queries=0, diversity_weight=0.5).train()
+    bonus.load_state_dict(plain.state_dict())
+    batch = batch_of(plain)
+    torch.manual_seed(1)
+    base = plain.loss(batch)
+    torch.manual_seed(1)
+    with_bonus = bonus.loss(batch)
+    _, weights = plain.composition_weights(plain.context(batch))
+    torch.testing.assert_close(with_bonus, base - 0.5 * user_code_information(weights.float()).mean())
+
+
+def test_an_encoder_context_pools_the_encoders_output_states_and_decodes_as_it_trains():
+    model = decor(bos_queries=4, context="encoder").eval()
+    batch = batch_of(model, 3)
+    encoded = model.t5.encoder(inputs_embeds=model.embed_encoder(batch),
+                               attention_mask=batch["attention_mask"]).last_hidden_state
+    torch.testing.assert_close(model.encode(batch)[0]["context"], model.context(batch, encoded))
+    items, scores = model.beam_search(batch, beam_size=N_ITEMS)
+    for row in range(3):
+        assert torch.allclose(every_item_log_probability(model, batch, row)[items[row]], scores[row], atol=1e-4)

@@ -21,13 +21,16 @@ def catalogue(seed=0):
     return codes[torch.randperm(N_ITEMS, generator=g)]
 
 
-def pattern_split(n_users=60, length=6, start=0):
-    """Each user walks item -> (7 * item + 3) % N: the next item is a function of the last one."""
+def pattern_split(n_users=60, length=6, start=0, walk=None, first=None):
+    """Each user walks item -> (7 * item + 3) % N: the next item is a function of the last one.
+    ``walk(user, item)`` and ``first(user)`` replace the rule and the first item."""
+    walk = walk or (lambda user, item: (7 * item + 3) % N_ITEMS)
+    first = first or (lambda user: (user * 11 + start) % N_ITEMS)
     users, offsets, values, targets = [], [0], [], []
     for u in range(n_users):
-        seq = [(u * 11 + start) % N_ITEMS]
+        seq = [first(u)]
         for _ in range(length):
-            seq.append((7 * seq[-1] + 3) % N_ITEMS)
+            seq.append(walk(u, seq[-1]))
         for t in range(1, len(seq)):
             users.append(u)
             values.extend(seq[max(0, t - 20):t])

@@ -49,6 +49,18 @@ class DecorConfig(TigerConfig):
     # (our reading of §3.3); "centred": the same minus the mean code-token embedding, the part every user's
     # history shares (users' pooled contexts had a mean pairwise cosine of 0.98: docs/decor_collapse.md).
     context: str = "pooled"
+    # (open) "encoder": the same pooling and MLP over the encoder's output states instead of its input
+    # embeddings. They carry each token in its sequence, not a bag of the history's tokens (our choice).
+    # The weight of a bonus for composition weights that differ across users: the training loss subtracts
+    # diversity_weight x I(user; code) / log K per level, the mutual information between the batch's users
+    # and the codes their weights pick, H(mean of the weights) - mean H(weights). 0 is the paper's loss.
+    # A constant composition has I = 0; one-hot weights on a different code per user have I = log(#codes).
+    diversity_weight: float = 0.0
+    # (open) "batch": the context u standardised over the batch's users (batch normalisation without affine
+    # parameters; running statistics at inference). It removes the component every user shares, which
+    # training otherwise grows until every user's query is the same vector (docs/decor_collapse.md): no code
+    # can then win for all users at once. "none": the paper's u = MLP(pooled).
+    context_norm: str = "none"
 
     def __post_init__(self):
         if not 0.0 <= self.alpha <= 1.0:
@@ -59,10 +71,24 @@ class DecorConfig(TigerConfig):
             raise ValueError(f"residual must be 'interpolate' or 'additive', got {self.residual!r}")
         if self.scores not in ("dot", "cosine"):
             raise ValueError(f"scores must be 'dot' or 'cosine', got {self.scores!r}")
-        if self.context not in ("pooled", "centred"):
-            raise ValueError(f"context must be 'pooled' or 'centred', got {self.context!r}")
+        if self.context not in ("pooled", "centred", "encoder"):
+            raise ValueError(f"context must be 'pooled', 'centred' or 'encoder', got {self.context!r}")
+        if self.context_norm not in ("none", "batch"):
+            raise ValueError(f"context_norm must be 'none' or 'batch', got {self.context_norm!r}")
+        if not self.diversity_weight >= 0:
+            raise ValueError(f"diversity_weight must be >= 0, got {self.diversity_weight}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+def user_code_information(weights: torch.Tensor) -> torch.Tensor:
+    """I(user; code) / log K per level for composition weights (B, levels, K): the entropy of the batch's mean
+    weights minus the mean entropy of each sample's weights. 0 when every user has the same weights; 1 when
+    each user is one-hot on its own code and the batch covers all K codes evenly."""
+    def entropy(w):
+        return -(w * w.clamp_min(1e-12).log()).sum(-1)
+
+    return (entropy(weights.mean(0)) - entropy(weights).mean(0)) / math.log(weights.shape[-1])
 
 
 class Decor(Tiger):
@@ -101,6 +127,8 @@ class Decor(Tiger):
             self.context_score = nn.Linear(d, d)
             self.context_vector = nn.Linear(d, 1, bias=False)
             self.context_mlp = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))
+            if config.context_norm == "batch":
+                self.context_standardiser = nn.BatchNorm1d(d, affine=False)
             # One query/key/value projection shared by token composition and the BOS queries ("the same
             # mechanism", paper §3.4).
             self.compose_q = nn.Linear(d, d, bias=False)
@@ -128,9 +156,13 @@ class Decor(Tiger):
 
     def context(self, batch: dict[str, torch.Tensor], h: torch.Tensor | None = None) -> torch.Tensor:
         """u: (B, d) pooled over the history's item tokens (open: the target's own tokens are not included).
-        ``h``: the encoder's input embeddings of the batch, when already computed."""
+        ``h``: what is pooled, when already computed: the encoder's input embeddings of the batch, or its
+        output states for ``context: encoder`` (then required)."""
         tokens = batch["input_ids"]
-        h = self.token_embeddings(tokens) if h is None else h
+        if h is None:
+            if self.config.context == "encoder":
+                raise ValueError("context: encoder pools the encoder's output states: pass them as h")
+            h = self.token_embeddings(tokens)
         scores = self.context_vector(torch.tanh(self.context_score(h))).squeeze(-1)
         scores = scores.float().masked_fill(tokens < FIRST_CODE, float("-inf"))  # PAD and EOS
         weights = torch.softmax(scores, dim=-1).to(h.dtype)
@@ -139,7 +171,14 @@ class Decor(Tiger):
             # minus the mean embedding of every code token: the component all histories share
             codes = FIRST_CODE + torch.arange(self.code_levels * self.config.codebook_size, device=tokens.device)
             pooled = pooled - self.token_embeddings(codes).mean(0).to(pooled.dtype)
-        return self.context_mlp(pooled)
+        u = self.context_mlp(pooled)
+        if self.config.context_norm == "batch":
+            norm = self.context_standardiser
+            # a single user has no batch to standardise over: running statistics (as at inference)
+            use_batch = self.training and u.shape[0] > 1
+            u = F.batch_norm(u.float(), norm.running_mean, norm.running_var, training=use_batch,
+                             momentum=norm.momentum, eps=norm.eps).to(u.dtype)
+        return u
 
     def _attend(self, u: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention of queries W_Q u (B, d) over ``keys`` (..., N, d) -> (values, weights): scaled dot product,
@@ -182,10 +221,52 @@ class Decor(Tiger):
                 self._record(bos_weights, "_bos_weight_sums")
         return x
 
-    def with_decoder_context(self, batch: dict[str, torch.Tensor], encoder_embeds: torch.Tensor) -> dict:
-        if self.config.composition or self.config.bos_queries:
-            return {**batch, "context": self.context(batch, encoder_embeds)}  # once per user; beams inherit it
-        return batch
+    @property
+    def _composes(self) -> bool:
+        return self.config.composition or self.config.bos_queries > 0
+
+    def with_decoder_context(self, batch: dict[str, torch.Tensor], encoder_embeds: torch.Tensor,
+                             encoded: torch.Tensor | None = None) -> dict:
+        """The batch with its context u (once per user; beams inherit it), pooled from the encoder's input
+        embeddings or, for ``context: encoder``, from its output states ``encoded``."""
+        if not self._composes or "context" in batch:
+            return batch
+        pooled = encoded if self.config.context == "encoder" else encoder_embeds
+        return {**batch, "context": self.context(batch, pooled)}
+
+    def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Teacher-forced logits and the batch with its context. Tiger.logits, except that the encoder runs
+        first when the context pools its output states."""
+        if self.config.context != "encoder" or not self._composes:
+            encoder_embeds = self.embed_encoder(batch)
+            batch = self.with_decoder_context(batch, encoder_embeds)
+            return Tiger.logits(self, batch), batch
+        labels = batch["labels"]
+        dec_in = torch.cat([torch.full_like(labels[:, :1], BOS), labels[:, :-1]], dim=1)
+        encoder_embeds = self.embed_encoder(batch)
+        encoded = self.t5.encoder(inputs_embeds=encoder_embeds, attention_mask=batch["attention_mask"])
+        batch = self.with_decoder_context(batch, encoder_embeds, encoded.last_hidden_state)
+        out = self.t5(encoder_outputs=encoded, attention_mask=batch["attention_mask"],
+                      decoder_inputs_embeds=self.embed_decoder(dec_in, batch, 0), use_cache=False)
+        return out.logits, batch
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._forward(batch)[0]
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits, batch = self._forward(batch)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch["labels"].reshape(-1))
+        if self.config.diversity_weight and self.config.composition:
+            _, weights = self.composition_weights(batch["context"])  # (B, levels, K): cheap beside the T5
+            loss = loss - self.config.diversity_weight * user_code_information(weights.float()).mean()
+        return loss
+
+    @torch.inference_mode()
+    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        encoder_embeds = self.embed_encoder(batch)
+        encoded = self.t5.encoder(inputs_embeds=encoder_embeds, attention_mask=batch["attention_mask"])
+        encoded = encoded.last_hidden_state
+        return self.with_decoder_context(batch, encoder_embeds, encoded), encoded
 
     # ----- diagnostics (paper Table 3: how many codes the composition uses) --------------------------
     # Eager even inside a compiled step: the sums outlive the step, and a CUDA graph's outputs are overwritten
@@ -243,6 +324,9 @@ class Decor(Tiger):
                 out[f"composition_winners_l{n}"] = float((sample["winners"][level] > 0).float().mean())
                 out[f"composition_active_per_sample_l{n}"] = float(
                     (sample["reach"][level] >= self.ACTIVE_SHARE).float().mean())
+                # I(sample; code) / log K over the epoch: 0 when every sample has the same weights
+                out[f"composition_user_information_l{n}"] = (out[f"composition_entropy_l{n}"]
+                                                             - out[f"composition_sample_entropy_l{n}"])
                 if out[f"composition_max_l{n}"] > self.COLLAPSED:
                     code = int(w.argmax())
                     warnings.warn(f"DECOR composition collapsed at level {n}: code {code} takes {float(w.max()):.3f} "
