@@ -8,7 +8,8 @@ workspace's data and, every ``--every`` training steps, records from the step's 
 - Table 3's "active" codes (weight >= 1/K) counted two ways: over the batch mean of the weights (the train
   stage's epoch statistic) and per sample (a code counts when it reaches 1/K for >= 1 % of the samples);
 - the attention's scale: mean query norm, the winning code's key norm against the median key norm, the
-  score gap between the best and second-best code (q.k / sqrt(d)), and the value norms;
+  score gap between the best and second-best code (the block's scores: q.k / sqrt(d) or cos / temperature),
+  and the value norms;
 - how much the context differs across users: the mean pairwise cosine of the pooled contexts u and of the
   queries W_Q u over the batch (1 = every user asks the same question).
 
@@ -47,7 +48,11 @@ def level_stats(model, u: torch.Tensor, weights: torch.Tensor) -> dict[str, floa
         keys_in = model.token_embeddings(level_tokens)  # (levels, K, d)
         q = model.compose_q(u).float()  # (B, d)
         k, v = model.compose_k(keys_in).float(), model.compose_v(keys_in).float()
-        scores = torch.einsum("bd,lkd->blk", q, k) / math.sqrt(q.shape[-1])
+        if model.config.scores == "cosine":  # the model's own scores (Decor._attend)
+            unit_q, unit_k = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(k, dim=-1)
+            scores = torch.einsum("bd,lkd->blk", unit_q, unit_k) / model.config.temperature
+        else:
+            scores = torch.einsum("bd,lkd->blk", q, k) / math.sqrt(q.shape[-1])
     w = weights.float()
     # how much the context differs across the batch's users: mean pairwise cosine of u and of the query
     for name, x in (("context", u.float()), ("query", q)):
