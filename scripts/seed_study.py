@@ -69,7 +69,15 @@ def mean_std(values: list[float]) -> str:
     return f"{mean:.4f} ± {std:.4f}"
 
 
-def training_diagnostics(results: dict[str, list[dict]]) -> str:
+def tokenizer_usage(model_folder: Path, level: int) -> float:
+    """The share of level ``level``'s K codes that the model's own semantic IDs use (Table 3's first column)."""
+    import polars as pl
+
+    K = json.loads((model_folder / "model.json").read_text())["config"]["codebook_size"]
+    return pl.read_parquet(model_folder / "semantic_ids.parquet")[f"c{level}"].n_unique() / K
+
+
+def training_diagnostics(results: dict[str, list[dict]], runs: Path) -> str:
     """Markdown: each method's validation NDCG@10 (the best epoch's: what a default is chosen on) and, for
     methods that compose (DECOR), the last epoch's composition statistics per level (mean ± std over seeds):
     Table 3's active share by the epoch-mean rule and by the per-sample rule (a code counts when it reaches
@@ -77,22 +85,23 @@ def training_diagnostics(results: dict[str, list[dict]]) -> str:
     lines = ["", "", "Validation (best epoch) and, for DECOR, the last training epoch's composition weights per "
              "level l: active codes by the epoch-mean rule (mean weight >= 1/K, the paper's Table 3) / by the "
              "per-sample rule (>= 1/K for >= 1 % of the samples), each sample's largest weight, I(user; code) / "
-             "log K (0 = the same weights for every user).", "",
-             "| method | valid N@10 | epochs | level | active (mean rule) | active (per-sample rule) | sample max "
-             "| I(user; code) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for method, runs in results.items():
-        valid = mean_std([r["summary"].get("best_valid_ndcg@10", float("nan")) for r in runs])
-        epochs = "/".join(str(r["summary"].get("epochs_run", "?")) for r in runs)
-        last = [r.get("history", [{}])[-1] if r.get("history") else {} for r in runs]
+             "log K (0 = the same weights for every user); the tokenizer's own usage of the level's codes beside them.",
+             "", "| method | valid N@10 | epochs | level | tokenizer | active (mean rule) | active (per-sample rule) "
+             "| sample max | I(user; code) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for method, runs_list in results.items():
+        valid = mean_std([r["summary"].get("best_valid_ndcg@10", float("nan")) for r in runs_list])
+        epochs = "/".join(str(r["summary"].get("epochs_run", "?")) for r in runs_list)
+        last = [r["history"][-1] if r.get("history") else {} for r in runs_list]
         levels = sorted({int(k.rsplit("_l", 1)[1]) for row in last for k in row if k.startswith("composition_active_l")})
         if not levels:
-            lines.append(f"| {method} | {valid} | {epochs} | — | — | — | — | — |")
+            lines.append(f"| {method} | {valid} | {epochs} | — | — | — | — | — | — |")
         for level in levels:
             cells = [mean_std([row[f"{name}_l{level}"] for row in last]) for name in
                      ("composition_active", "composition_active_per_sample", "composition_sample_max",
                       "composition_user_information")]
+            usage = tokenizer_usage(runs / f"{method}-s{runs_list[0]['seed']}" / "model", level)
             lines.append(f"| {method} | {valid if level == levels[0] else ''} | {epochs if level == levels[0] else ''} "
-                         f"| {level} | " + " | ".join(cells) + " |")
+                         f"| {level} | {usage:.1%} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -150,7 +159,7 @@ def main() -> None:
     header = (f"# {args.name}\n\nSeeds {args.seeds}; budget overrides {args.set or 'none'}; test split, "
               f"{summary['users']} users. Mean ± std over seeds; p-values compare per-user NDCG@10 "
               "(averaged over seeds) with the baseline (* p < 0.05, ** p < 0.01).\n\n")
-    diagnostics = training_diagnostics({m: [results[(m, s)] for s in args.seeds] for m in args.methods})
+    diagnostics = training_diagnostics({m: [results[(m, s)] for s in args.seeds] for m in args.methods}, runs)
     table += diagnostics
     out.write_text(header + table)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
