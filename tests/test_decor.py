@@ -104,9 +104,15 @@ def test_context_ignores_padding_and_eos():
     assert torch.allclose(model.context(altered), u)
 
 
-def test_beam_scores_equal_teacher_forced_log_probabilities_with_every_component_on():
-    """The incremental decoder feeds composed embeddings step by step; its scores must match a full pass."""
-    model = decor(bos_queries=4).eval()
+@pytest.mark.parametrize("setting", ["paper", "default"])
+def test_beam_scores_equal_teacher_forced_log_probabilities_with_every_component_on(setting):
+    """The incremental decoder feeds composed embeddings step by step; its scores must match a full pass,
+    with the paper's composition and with params.yaml's (batch-standardised context, cosine scores)."""
+    switches = default_composition_switches() if setting == "default" else {}
+    model = decor(bos_queries=4, **switches)
+    model.train()
+    model.loss(batch_of(model, 6))  # running statistics that are not the initial ones
+    model.eval()
     batch = batch_of(model, 3)
     items, scores = model.beam_search(batch, beam_size=N_ITEMS)
     assert ((items >= 0) & (items < N_ITEMS)).all()
