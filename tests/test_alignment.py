@@ -1,0 +1,57 @@
+"""Alignment losses (pipeline.alignment): ETEGRec's SIA and PSA terms, LETTER's collaborative regulariser."""
+import math
+
+import pytest
+import torch
+
+from pipeline.alignment import code_logits, symmetric_info_nce, symmetric_kl
+
+
+def test_the_kl_term_is_zero_for_identical_inputs_symmetric_and_positive_otherwise():
+    g = torch.Generator().manual_seed(0)
+    p, q = torch.randn(5, 3, 8, generator=g), torch.randn(5, 3, 8, generator=g)
+    assert symmetric_kl(p, p).abs() < 1e-6
+    assert symmetric_kl(p, p + 4.0).abs() < 1e-5  # logits, not probabilities: a shift changes nothing
+    torch.testing.assert_close(symmetric_kl(p, q), symmetric_kl(q, p))
+    assert symmetric_kl(p, q) > 0.1
+    # against hand computation for one level of two codes: P = (1/2, 1/2), Q = (e/(1+e), 1/(1+e))
+    one_p, one_q = torch.tensor([[[0.0, 0.0]]]), torch.tensor([[[1.0, 0.0]]])
+    qa = math.e / (1 + math.e)
+    expected = 0.5 * math.log(0.5 / qa) + 0.5 * math.log(0.5 / (1 - qa)) \
+        + qa * math.log(qa / 0.5) + (1 - qa) * math.log((1 - qa) / 0.5)
+    assert symmetric_kl(one_p, one_q).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_code_logits_make_the_nearest_code_likeliest_under_the_papers_sign():
+    codebooks = torch.tensor([[[0.0, 0.0], [3.0, 0.0], [0.0, 5.0]]])  # one level, three codes
+    v = torch.tensor([[[2.5, 0.2]]])
+    assert code_logits(v, codebooks).argmax(-1).item() == 1
+    assert code_logits(v, codebooks, sign=+1.0).argmax(-1).item() == 2  # the official code's reading: farthest
+    torch.testing.assert_close(code_logits(v, codebooks)[0, 0, 0], torch.tensor(-(2.5 ** 2 + 0.2 ** 2)))
+
+
+def test_info_nce_ranks_the_matching_pair_first_and_is_lowest_when_pairs_match():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(6, 16, generator=g)
+    b = a + 0.1 * torch.randn(6, 16, generator=g)  # row i of b is a noisy copy of row i of a
+    sim = torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T
+    assert torch.equal(sim.argmax(1), torch.arange(6))
+    matched = symmetric_info_nce(a, b, temperature=0.1)
+    shuffled = symmetric_info_nce(a, b[torch.tensor([1, 2, 3, 4, 5, 0])], temperature=0.1)
+    assert matched < 0.05 < shuffled
+    with pytest.raises(ValueError, match="temperature"):
+        symmetric_info_nce(a, b, temperature=0.0)
+
+
+def test_rows_with_the_same_target_are_not_each_others_negatives():
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # rows 0 and 1: the same target item
+    b = a.clone()
+    ids = torch.tensor([7, 7, 9])
+    # with the duplicate masked, rows 0 and 1 each have one negative, the orthogonal row (cos 0): loss
+    # log(1 + e^(-1/t)); row 2 has two (rows 0 and 1): log(1 + 2 e^(-1/t)); the same in both directions
+    t = 0.5
+    expected = (2 * math.log1p(math.exp(-1 / t)) + math.log1p(2 * math.exp(-1 / t))) / 3
+    assert symmetric_info_nce(a, b, t, ids).item() == pytest.approx(expected, rel=1e-5)
+    # unmasked, rows 0 and 1 count each other (cos 1) as a negative: log(1 + e^0 + e^(-1/t))
+    unmasked = (2 * math.log(1 + 1 + math.exp(-1 / t)) + math.log1p(2 * math.exp(-1 / t))) / 3
+    assert symmetric_info_nce(a, b, t).item() == pytest.approx(unmasked, rel=1e-5)
