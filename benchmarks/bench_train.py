@@ -43,7 +43,7 @@ from pipeline.precision import FORCE_ENV, PRECISIONS, autocast, resolve_precisio
 from pipeline.recdata import Split
 from pipeline.training import Trainer
 
-PAPER_SIZE = {"num_layers": 4, "num_decoder_layers": 4, "num_heads": 6, "d_kv": 64, "d_ff": 1024}  # docs/methods.md §4 (TIGER)
+PAPER_SIZE = {"num_layers": 4, "num_decoder_layers": 4, "num_heads": 6, "d_kv": 64, "d_ff": 1024}  # the TIGER paper's T5 (Rajput et al. 2023)
 
 
 def synthetic(n_samples: int, n_items: int, seed: int) -> Split:
