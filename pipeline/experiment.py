@@ -17,7 +17,7 @@ from pipeline.io import atomic_dir, write_json, write_parquet
 from pipeline.metrics import mask_seen, ranking_metrics, target_ranks
 from pipeline.model_folder import (TRAINING_FILE, WEIGHTS_FILE, load_model, load_weights, save_weights, upstream_inputs,
                                    write_exports, write_folder)
-from pipeline.models.base import Recommender
+from pipeline.models.base import TOKENIZER, Recommender
 from pipeline.models.registry import MethodError, build, model_class
 from pipeline.precision import resolve_precision
 from pipeline.ranking import rank_split
@@ -32,6 +32,19 @@ def build_method(params: Params, method: str, seq_dir: Path = paths.SEQUENCES) -
     cls = model_class(block.model, where)
     n_items = pq.ParquetFile(seq_dir / "items.parquet").metadata.num_rows
     data = upstream_inputs(cls, block.inputs, n_items, where)
+    if TOKENIZER in cls.reads:  # the tokenizer behind the IDs, trained further with the model (ETEGRec)
+        from pipeline.tokenizers import tokenizer_inputs
+
+        name = block.tokenizer
+        others = [p for p in block.inputs if Path(p).parent == paths.TOKENIZERS and Path(p).name != name]
+        if others:
+            raise MethodError(f"{where}.inputs: {others} is not the tokenizer of the IDs it reads "
+                              f"({paths.semantic_ids_dir(name)}); name {paths.tokenizer_dir(name)}")
+        try:
+            data.tokenizer, data.item_vectors = tokenizer_inputs(params.tokenizer(name), paths.tokenizer_dir(name),
+                                                                 n_items)
+        except (FileNotFoundError, ValueError) as exc:
+            raise MethodError(f"{where}: {exc}") from None
     try:
         return build(block.model, block.backbone, data, params.filter.max_history, where), data
     except ValueError as exc:  # the semantic IDs themselves cannot drive the constrained decoder
@@ -70,6 +83,8 @@ def train_method(params: Params, method: str, out_dir: str | Path, log=print, on
     if not main:
         return {**summary, "trainable_parameters": n_params}, trainer.history
     load_weights(model, out_dir / WEIGHTS_FILE)  # exports come from the selected weights, not the last ones
+    # the IDs the selected weights were trained with (ETEGRec re-derives them while it trains)
+    write_folder(out_dir, method, model, data, block.inputs, seq_dir / "items.parquet")
     write_exports(model, out_dir)
     # The training budget travels with the model, so the report can show it beside the metrics: a method
     # trained for fewer epochs must not look comparable.

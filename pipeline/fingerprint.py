@@ -12,7 +12,7 @@ TRAINING_CODE = ("stages/train.py", "pipeline/experiment.py", "pipeline/model_fo
                  "pipeline/ranking.py", "pipeline/precision.py", "pipeline/recdata.py", "pipeline/models",
                  "pipeline/decoding.py", "pipeline/metrics.py", "pipeline/fingerprint.py", "pipeline/semantic_ids.py",
                  "pipeline/train_settings.py", "pipeline/reproducible.py", "pipeline/distributed.py",
-                 "pipeline/devices.py")
+                 "pipeline/devices.py", "pipeline/rqvae.py", "pipeline/tokenizers.py", "pipeline/alignment.py")
 CODE_ROOT = Path(__file__).resolve().parent.parent
 
 

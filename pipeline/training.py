@@ -4,7 +4,9 @@ validation NDCG@10, the best checkpoint kept, and resume after an interruption.
 
 A model may train in phases (``Recommender.phases``: which parameters, which loss, how many epochs,
 repeated in order) and act between epochs (``Recommender.end_of_epoch``); one optimizer serves all
-phases, and parameters outside the current phase get no gradient, so AdamW leaves them untouched.
+phases, and parameters outside the current phase get no gradient, so AdamW leaves them untouched. A model
+may replace a scheduled phase from its own state (``Recommender.current_phase``) and give parts of itself
+their own learning rate (``Recommender.optimizer_settings``).
 
 The training split lives on the training device (``DeviceSplit``) and every batch is cut there; the loss
 is summed on the device and read once per epoch, so a step needs no host sync. ``train.compile`` compiles
@@ -95,11 +97,18 @@ class Trainer:
         if not self.phases or any(ph.epochs < 1 for ph in self.phases):
             raise ValueError(f"{type(model).__name__}.phases: each phase needs at least one epoch")
         self.trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
-        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]  # biases, norms
+        # Weight decay on matrices, none on biases and norms; within each, one group per (lr, weight decay)
+        # the model asks for (Recommender.optimizer_settings: ETEGRec's tokenizer has its own learning rate).
+        # A model that asks for nothing gets the two groups [decay, no decay].
+        groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+        for matrices in (True, False):
+            for name, p in self.trainable.items():
+                if (p.ndim >= 2) == matrices:
+                    key = model.optimizer_settings(name, config.lr, config.weight_decay if matrices else 0.0)
+                    groups.setdefault(key, []).append(p)
         # fused AdamW on CUDA: one kernel for all parameters instead of several per parameter tensor
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}], lr=config.lr,
+        self.optimizer = torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd}
+                                            for (lr, wd), ps in groups.items()], lr=config.lr,
                                            fused=self.device.type == "cuda")
         self.compiled = resolve_compile(self.device, config.compile)
         self.cuda_graphs = self.compiled and self.device.type == "cuda"
@@ -238,7 +247,7 @@ class Trainer:
         return value.detach()
 
     def train_epoch(self, phase: Phase | None = None) -> float:
-        phase = phase or self.phase_at(self.epoch)
+        phase = phase or self.model.current_phase(self.phase_at(self.epoch))
         for name, p in self.trainable.items():
             p.requires_grad_(phase.trains is None or phase.trains(name))
         self.model.train()
@@ -285,7 +294,7 @@ class Trainer:
         out_of_time = False
         while self.epoch < self.cfg.epochs and self.bad_evals < self.cfg.patience and not out_of_time:
             t0 = time.perf_counter()
-            phase = self.phase_at(self.epoch)
+            phase = self.model.current_phase(self.phase_at(self.epoch))
             loss = self.train_epoch(phase)
             self.epoch += 1
             self.model.end_of_epoch(self.epoch, phase)

@@ -29,7 +29,9 @@ class ModelConfig:
 
 
 # What a model may read besides the training splits (``Recommender.reads``); the model folder stores each.
-SEMANTIC_IDS, CODEBOOKS = "semantic_ids", "codebooks"
+# TOKENIZER: the trained tokenizer behind the IDs and the item vectors it reads, for a model that trains
+# the tokenizer further (ETEGRec); its weights then travel inside the model's own weights.
+SEMANTIC_IDS, CODEBOOKS, TOKENIZER = "semantic_ids", "codebooks", "tokenizer"
 
 
 @dataclass
@@ -39,6 +41,8 @@ class ModelInputs:
     item_codes: torch.Tensor | None = None  # (N, D) semantic IDs in item-id order, collision level included
     codebook_size: int | None = None  # K
     codebooks: torch.Tensor | None = None  # (L, K, e) the tokenizer's codebooks
+    tokenizer: nn.Module | None = None  # the trained tokenizer (pipeline.rqvae.RQVAE); None when loading a folder
+    item_vectors: torch.Tensor | None = None  # (N, in_dim) what the tokenizer reads, in item-id order
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class Recommender(nn.Module):
     - ``rank``: (B, k) item ids per sample, best first; -1 where no valid item fills a slot.
 
     The registry (``pipeline.models.registry``) builds a model from its class attributes:
-    - ``reads``: the inputs beyond the splits (``SEMANTIC_IDS``, ``CODEBOOKS``);
+    - ``reads``: the inputs beyond the splits (``SEMANTIC_IDS``, ``CODEBOOKS``, ``TOKENIZER``);
     - ``config_class``: its settings (the params block's ``backbone`` plus the sizes ``sizes`` derives);
     - ``from_inputs``: the model from a config and the inputs;
     - ``fits_itself``: True for a model fitted by ``fit(train_split)`` instead of the trainer (popularity).
@@ -81,6 +85,16 @@ class Recommender(nn.Module):
     def phases(self, epochs: int) -> list[Phase]:
         """Training phases, repeated in order up to ``epochs``; one phase of the whole model by default."""
         return [Phase("train", max(epochs, 1))]
+
+    def current_phase(self, scheduled: Phase) -> Phase:
+        """The phase to train now, given the scheduled one: a model may replace it from its own state (ETEGRec
+        trains only its recommender once its tokenizer has converged); the scheduled one by default."""
+        return scheduled
+
+    def optimizer_settings(self, name: str, lr: float, weight_decay: float) -> tuple[float, float]:
+        """(learning rate, weight decay) of parameter ``name``, given the train block's (weight decay already 0
+        for biases and norms): the same for every parameter by default; ETEGRec gives its tokenizer its own."""
+        return lr, weight_decay
 
     def end_of_epoch(self, epoch: int, phase: Phase) -> None:
         """Called after each training epoch, before validation (e.g. to re-derive IDs and the prefix index)."""

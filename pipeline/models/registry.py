@@ -8,6 +8,7 @@ from __future__ import annotations
 from pipeline.config import ParamsError
 from pipeline.models.base import ModelInputs, Recommender
 from pipeline.models.decor import Decor
+from pipeline.models.etegrec import Etegrec
 from pipeline.models.popularity import MostPopular
 from pipeline.models.sasrec import SASRec
 from pipeline.models.tiger import Tiger
@@ -17,6 +18,7 @@ MODELS: dict[str, type[Recommender]] = {
     "sasrec": SASRec,
     "tiger": Tiger,
     "decor": Decor,
+    "etegrec": Etegrec,
 }
 
 

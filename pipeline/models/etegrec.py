@@ -1,0 +1,315 @@
+"""ETEGRec (docs/methods.md §6; Liu et al., "Generative Recommender with End-to-End Learnable Item
+Tokenization", SIGIR 2025): TIGER's recommender and its RQ-VAE tokenizer trained together.
+
+- **Warm start** (paper §5.5): the tokenizer is a trained RQ-VAE of the ``tokenizers:`` family, and training
+  starts from its IDs. Its weights and the item vectors it reads become part of this model's weights.
+- **Sequence-item alignment** (SIA, paper Eq. 14-15): ``z^E = MLP(mean_pool(H^E))`` of the encoder states is
+  fed through the tokenizer like an item vector; per level, the code distribution
+  ``P^l(x) = softmax_k(-||v_l(x) - e^l_k||^2)`` of ``z^E`` and of the target item's vector are pulled
+  together by a symmetric KL. (The paper prints a minus sign before the sum, which would push them apart;
+  the text says "enforce similarity", so the KL is minimised. The official code's softmax of
+  ``+distance`` is the switch ``sia_sign: official``.)
+- **Preference-semantic alignment** (PSA, Eq. 16): symmetric in-batch InfoNCE (cosine over ``temperature``)
+  between the first decoder state ``h^D`` and the tokenizer's reconstruction of the target, duplicate
+  targets masked. ``h^D`` (width d_model) is projected linearly to the item vectors' width: the paper
+  compares the two without saying how their widths meet (our choice).
+- **Alternating optimisation** (§4.2.4): cycles of ``cycle_epochs`` = C epochs, one tokenizer epoch
+  (``L_SQ + mu L_SIA + lambda L_PSA``, recommender frozen) then C-1 recommender epochs
+  (``L_REC + mu L_SIA + lambda L_PSA``, tokenizer frozen). After each tokenizer epoch every item's ID is
+  re-derived (RQ codes plus TIGER's collision token: deterministic and unique) and the prefix index
+  rebuilt. After ``tokenizer_cycles`` cycles, or once a re-derivation changes fewer than
+  ``freeze_below`` of the IDs, the tokenizer is frozen for good and the recommender trains on.
+- **Ablations of Table 4** as switches: ``sia_weight: 0`` (w/o SIA), ``psa_weight: 0`` (w/o PSA),
+  ``alternating: false`` (joint updates of both every step, ``L_REC + L_SQ + mu L_SIA + lambda L_PSA``, IDs
+  re-derived after each such epoch), ``end_to_end: false`` (tokenizer frozen from the start).
+
+The IDs live in a persistent buffer (``ids``), so a checkpoint (the best one, the resumable "last" one)
+carries the IDs its weights were trained with; loading it switches the model to them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.alignment import code_logits, symmetric_info_nce, symmetric_kl
+from pipeline.models.base import SEMANTIC_IDS, TOKENIZER, ModelInputs, Phase
+from pipeline.models.tiger import BOS, Tiger, TigerConfig, code_tokens
+from pipeline.rqvae import RQVAE, RQVAEConfig
+from pipeline.semantic_ids import assert_unique, assign_collision_tokens, semantic_id_stats
+
+SIA_SIGNS = {"paper": -1.0, "official": 1.0}
+TOKENIZER_PREFIX = "tokenizer."
+
+
+@dataclass
+class EtegrecConfig(TigerConfig):
+    # The RQ-VAE's own config (pipeline.rqvae.RQVAEConfig): it comes from the tokenizer the run starts from.
+    tokenizer: dict = field(default_factory=dict)
+    sia_weight: float = 3e-4  # mu: paper §5.5, best 3e-4 (1e-3 on Game) of {5e-3, 1e-3, 5e-4, 3e-4, 1e-4}
+    psa_weight: float = 1e-4  # lambda: paper §5.5, best 1e-4 of the same grid
+    temperature: float = 0.1  # tau of the PSA InfoNCE: not given in the paper (our choice)
+    sia_sign: str = "paper"  # paper: softmax(-||v - e||^2) | official: the official code's softmax(+||v - e||^2)
+    cycle_epochs: int = 2  # C: paper §5.5 tunes C in {2, 4}
+    tokenizer_cycles: int = 3  # cycles with a tokenizer epoch before it is frozen (paper: "until it converges")
+    freeze_below: float = 0.01  # ...or earlier, once a re-derivation changes fewer than this share of IDs
+    tokenizer_lr: float = 1e-4  # paper §5.5 tunes it in {5e-4, 1e-4, 5e-5}; the recommender's is train.lr
+    tokenizer_weight_decay: float = 0.05  # paper §5.5: AdamW, weight decay 0.05 for the whole framework
+    alternating: bool = True  # false: joint updates every step (Table 4, "w/o AO")
+    end_to_end: bool = True  # false: the tokenizer stays frozen from the start (Table 4, "w/o ETE")
+
+    def __post_init__(self):
+        if self.sia_sign not in SIA_SIGNS:
+            raise ValueError(f"sia_sign must be one of {sorted(SIA_SIGNS)}, got {self.sia_sign!r}")
+        for name in ("sia_weight", "psa_weight", "tokenizer_weight_decay", "freeze_below"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.temperature > 0 or not self.tokenizer_lr > 0:
+            raise ValueError(f"temperature and tokenizer_lr must be > 0, got {self.temperature}, {self.tokenizer_lr}")
+        if self.cycle_epochs < 2 or self.tokenizer_cycles < 0:
+            raise ValueError(f"cycle_epochs must be >= 2 (one tokenizer epoch, then recommender epochs) and "
+                             f"tokenizer_cycles >= 0, got {self.cycle_epochs}, {self.tokenizer_cycles}")
+
+
+def is_tokenizer(name: str) -> bool:
+    return name.startswith(TOKENIZER_PREFIX)
+
+
+def is_recommender(name: str) -> bool:
+    return not name.startswith(TOKENIZER_PREFIX)
+
+
+class Etegrec(Tiger):
+    reads = (SEMANTIC_IDS, TOKENIZER)
+    config_class = EtegrecConfig
+
+    @classmethod
+    def sizes(cls, inputs: ModelInputs, max_history: int) -> dict:
+        sizes = super().sizes(inputs, max_history)
+        tokenizer = inputs.tokenizer
+        if tokenizer is None:
+            raise ValueError("ETEGRec starts from a trained tokenizer (its inputs name a tokenizer's IDs)")
+        tc = tokenizer.config
+        if tc.codebook_size != inputs.codebook_size or tc.levels + 1 != sizes["depth"]:
+            raise ValueError(f"the tokenizer has {tc.levels} levels of {tc.codebook_size} codes, but its IDs "
+                             f"{sizes['depth']} tokens of {inputs.codebook_size}")
+        return {**sizes, "tokenizer": tc.to_dict()}
+
+    @classmethod
+    def from_inputs(cls, config: EtegrecConfig, inputs: ModelInputs) -> "Etegrec":
+        model = cls(config, inputs.item_codes)
+        if inputs.tokenizer is not None:  # training; a model folder fills these from its weights
+            model.tokenizer.load_state_dict(inputs.tokenizer.state_dict())
+            model.item_vectors.copy_(inputs.item_vectors)
+        return model
+
+    def __init__(self, config: EtegrecConfig, item_codes: torch.Tensor):
+        super().__init__(config, item_codes)  # TIGER's T5 first: the same seed gives TIGER's initial weights
+        tc = RQVAEConfig.from_dict(config.tokenizer)
+        if tc.codebook_size != config.codebook_size or tc.levels + 1 != config.depth:
+            raise ValueError(f"tokenizer config {tc} does not match IDs of depth {config.depth}, K {config.codebook_size}")
+        self.tokenizer = RQVAE(tc)
+        self.tokenizer.initialized.fill_(True)  # never re-initialised by k-means: it starts trained
+        self.register_buffer("item_vectors", torch.zeros(config.n_items, tc.in_dim))
+        # The IDs these weights go with (saved in every checkpoint); item_codes / item_tokens follow them.
+        self.register_buffer("ids", self.item_codes.clone())
+        self.register_buffer("tokenizer_frozen", torch.tensor(False))
+        d = config.d_model
+        # z^E = MLP(mean_pool(H^E)) (paper Eq. 14): into the tokenizer's input space
+        self.sequence_projection = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, tc.in_dim))
+        self.preference_projection = nn.Linear(d, tc.in_dim)  # h^D to the reconstruction's width (our choice)
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._follow_ids())
+        self._sums: dict[str, torch.Tensor] = {}
+        self._id_stats: dict[str, float] = {}
+
+    # ----- IDs ------------------------------------------------------------------------------------
+    def _follow_ids(self) -> None:
+        self.item_codes.copy_(self.ids)
+        self.item_tokens.copy_(code_tokens(self.ids, self.config.codebook_size))
+        self._index = None  # the prefix index is rebuilt from the current IDs on the next search
+
+    @torch.no_grad()
+    def derive_ids(self) -> np.ndarray:
+        """Every item's ID from the current tokenizer: RQ codes of its vector plus TIGER's collision token
+        (deterministic: item-id order within a group; unique, or a SemanticIdError naming the group)."""
+        codes = self.tokenizer.encode_codes(self.item_vectors).numpy()
+        ids = assign_collision_tokens(codes, self.config.codebook_size)
+        assert_unique(ids)
+        return ids
+
+    @torch.no_grad()
+    def refresh_ids(self) -> dict[str, float]:
+        """Re-derive the IDs, switch to them; return the share changed and the new IDs' statistics."""
+        old = self.ids.cpu().numpy()
+        ids = self.derive_ids()
+        stats = semantic_id_stats(ids[:, :-1], ids, self.config.codebook_size)
+        self.ids.copy_(torch.as_tensor(ids, device=self.ids.device))
+        self._follow_ids()
+        out = {"ids_changed": float((ids != old).any(1).mean()),
+               **{f"ids_changed_l{level + 1}": float((ids[:, level] != old[:, level]).mean())
+                  for level in range(ids.shape[1] - 1)},
+               **{k: float(v) for k, v in stats.items() if k.startswith("utilisation_l")},
+               "collision_rate": float(stats["collision_rate"]), "max_dup_token": float(stats["max_dup_token"])}
+        if out["ids_changed"] < self.config.freeze_below:
+            self.tokenizer_frozen.fill_(True)
+        return out
+
+    # ----- phases ---------------------------------------------------------------------------------
+    def phases(self, epochs: int) -> list[Phase]:
+        c = self.config
+        epochs = max(epochs, 1)
+        recommender = lambda n: Phase("recommender", n, "recommender_loss", is_recommender)  # noqa: E731
+        if not c.end_to_end or c.tokenizer_cycles == 0:
+            return [recommender(epochs)]
+        if c.alternating:
+            cycle = [Phase("tokenizer", 1, "tokenizer_loss", is_tokenizer), recommender(c.cycle_epochs - 1)]
+        else:
+            cycle = [Phase("joint", c.cycle_epochs, "joint_loss", None)]
+        scheduled = cycle * c.tokenizer_cycles
+        rest = epochs - c.tokenizer_cycles * c.cycle_epochs
+        return scheduled + ([recommender(rest)] if rest > 0 else [])
+
+    def current_phase(self, scheduled: Phase) -> Phase:
+        if bool(self.tokenizer_frozen) and scheduled.name != "recommender":  # converged: recommender only
+            return Phase("recommender", scheduled.epochs, "recommender_loss", is_recommender)
+        return scheduled
+
+    def optimizer_settings(self, name: str, lr: float, weight_decay: float) -> tuple[float, float]:
+        if is_tokenizer(name):
+            return self.config.tokenizer_lr, self.config.tokenizer_weight_decay if weight_decay > 0 else 0.0
+        return lr, weight_decay
+
+    def end_of_epoch(self, epoch: int, phase: Phase) -> None:
+        if phase.name in ("tokenizer", "joint"):
+            self._id_stats = self.refresh_ids()
+
+    def epoch_diagnostics(self) -> dict[str, float]:
+        sums, self._sums = self._sums, {}
+        n = float(sums.pop("samples", 0.0))
+        out = {f"loss_{k}": float(v) / n for k, v in sums.items()} if n else {}
+        out.update(self._id_stats)
+        self._id_stats = {}
+        out["tokenizer_frozen"] = float(bool(self.tokenizer_frozen))
+        return out
+
+    def _record(self, batch_size: int, **losses: torch.Tensor) -> None:
+        if not self.training:
+            return
+        # batch means times the batch size, summed on the device (read once per epoch: no sync per step)
+        for k, v in {**losses, "samples": torch.ones((), device=self.ids.device)}.items():
+            v = v.detach().float() * batch_size
+            self._sums[k] = self._sums[k] + v if k in self._sums else v
+
+    # ----- the forward pass -----------------------------------------------------------------------
+    def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, encoder states H^E, decoder states H^D): Hugging Face T5's forward with its states kept."""
+        labels = batch["labels"]
+        dec_in = torch.cat([torch.full_like(labels[:, :1], BOS), labels[:, :-1]], dim=1)
+        encoder_embeds = self.embed_encoder(batch)
+        batch = self.with_decoder_context(batch, encoder_embeds)
+        encoded = self.t5.encoder(inputs_embeds=encoder_embeds, attention_mask=batch["attention_mask"]).last_hidden_state
+        decoded = self.t5.decoder(inputs_embeds=self.embed_decoder(dec_in, batch, 0), encoder_hidden_states=encoded,
+                                  encoder_attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
+        out = decoded * (self.t5.model_dim ** -0.5) if self.t5.config.scale_decoder_outputs else decoded
+        return self.t5.lm_head(out), encoded, decoded
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._forward(batch)[0]
+
+    def code_distribution_logits(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, L, K) logits of P^l for latents r = Enc(x): each level's residual against that level's codes,
+        the residuals chained through the nearest codes as the RQ-VAE quantises."""
+        books = self.tokenizer.codebooks.float()
+        residual, residuals = latent.float(), []
+        for level in range(books.shape[0]):
+            residuals.append(residual)
+            with torch.no_grad():
+                nearest = torch.cdist(residual, books[level]).argmin(1)
+            residual = residual - books[level][nearest]
+        return code_logits(torch.stack(residuals, 1), books, sign=SIA_SIGNS[self.config.sia_sign])
+
+    def _alignment(self, batch: dict[str, torch.Tensor], encoded: torch.Tensor, decoded: torch.Tensor,
+                   item_vectors: torch.Tensor, reconstruction: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """mu L_SIA and lambda L_PSA terms (unweighted), in float32 whatever the autocast."""
+        out = {}
+        with torch.autocast(encoded.device.type, enabled=False):
+            if self.config.sia_weight > 0:
+                mask = batch["attention_mask"][..., None].float()
+                pooled = (encoded.float() * mask).sum(1) / mask.sum(1).clamp(min=1)
+                z_seq = self.sequence_projection(pooled)
+                out["sia"] = symmetric_kl(self.code_distribution_logits(self.tokenizer.encoder(item_vectors)),
+                                          self.code_distribution_logits(self.tokenizer.encoder(z_seq)))
+            if self.config.psa_weight > 0:
+                if reconstruction is None:
+                    reconstruction = self.tokenizer(item_vectors)["z_hat"]
+                preference = self.preference_projection(decoded[:, 0].float())
+                out["psa"] = symmetric_info_nce(preference, reconstruction.float(), self.config.temperature,
+                                                ids=batch["target"])
+        return out
+
+    def _weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = 0.0
+        if "sia" in terms:
+            total = total + self.config.sia_weight * terms["sia"]
+        if "psa" in terms:
+            total = total + self.config.psa_weight * terms["psa"]
+        return total
+
+    def _rec_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1))
+
+    def _aligned(self) -> bool:
+        return self.config.sia_weight > 0 or self.config.psa_weight > 0
+
+    # ----- the losses of the phases ---------------------------------------------------------------
+    def recommender_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """L_GR = L_REC + mu L_SIA + lambda L_PSA (paper §4.2.4); the tokenizer is frozen in this phase."""
+        logits, encoded, decoded = self._forward(batch)
+        rec = self._rec_loss(logits, batch["labels"])
+        terms = self._alignment(batch, encoded, decoded, self.item_vectors[batch["target"]], None) \
+            if self._aligned() else {}
+        self._record(len(logits), rec=rec, **terms)
+        return rec + self._weighted(terms)
+
+    loss = recommender_loss
+
+    def tokenizer_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """L_IT = L_SQ + mu L_SIA + lambda L_PSA on the batch's target items (paper §4.2.4); the recommender is
+        frozen, so its forward pass keeps no graph."""
+        vectors = self.item_vectors[batch["target"]]
+        quantised = self.tokenizer(vectors)
+        terms = {}
+        if self._aligned():
+            with torch.no_grad():
+                _, encoded, decoded = self._forward(batch)
+            terms = self._alignment(batch, encoded, decoded, vectors, quantised["z_hat"])
+        self._record(len(vectors), sq=quantised["loss"], **terms)
+        return quantised["loss"] + self._weighted(terms)
+
+    def joint_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Table 4's "w/o alternating optimisation": both parts updated every step on
+        L_REC + L_SQ + mu L_SIA + lambda L_PSA."""
+        vectors = self.item_vectors[batch["target"]]
+        quantised = self.tokenizer(vectors)
+        logits, encoded, decoded = self._forward(batch)
+        rec = self._rec_loss(logits, batch["labels"])
+        terms = self._alignment(batch, encoded, decoded, vectors, quantised["z_hat"]) if self._aligned() else {}
+        self._record(len(vectors), rec=rec, sq=quantised["loss"], **terms)
+        return rec + quantised["loss"] + self._weighted(terms)
+
+    def exports(self) -> dict[str, torch.Tensor]:
+        # the trained codebooks beside the IDs (the tokenizer's other weights are in best.safetensors)
+        return {"codebooks": self.tokenizer.codebooks.detach()}
+
+
+def tokenizer_from_folder(folder) -> RQVAE:
+    """The trained tokenizer of an ETEGRec model folder, as a stand-alone RQ-VAE (pipeline.rqvae)."""
+    from pipeline.model_folder import load_model
+
+    model, _ = load_model(folder)
+    if not isinstance(model, Etegrec):
+        raise ValueError(f"{folder}: not an ETEGRec model folder")
+    return model.tokenizer
