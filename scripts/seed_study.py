@@ -105,6 +105,35 @@ def training_diagnostics(results: dict[str, list[dict]], runs: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def id_dynamics(results: dict[str, list[dict]]) -> str:
+    """Markdown, for methods that re-derive their IDs while training (ETEGRec): per re-derivation (cycle), the
+    share of items whose ID changed, per-level utilisation and the collision rate of the new IDs; per epoch the
+    loss terms (REC, SQ, SIA, PSA; batch means averaged over the epoch). Mean ± std over seeds."""
+    lines = []
+    for method, runs_list in results.items():
+        histories = [r.get("history") or [] for r in runs_list]
+        if not any("ids_changed" in row for h in histories for row in h):
+            continue
+        if not lines:
+            lines += ["", "", "IDs re-derived while training: per epoch, its phase, the share of items whose ID "
+                      "changed at its end, the new IDs' per-level utilisation and collision rate, and the loss terms "
+                      "(mean ± std over seeds; — where the epoch had none)."]
+        lines += ["", f"**{method}**", "", "| epoch | phase | IDs changed | utilisation l1 / l2 / l3 | collisions "
+                  "| REC | SQ | SIA | PSA | valid N@10 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for i in range(max(len(h) for h in histories)):
+            rows = [h[i] for h in histories if len(h) > i]
+
+            def cell(key, rows=rows):
+                values = [row[key] for row in rows if key in row]
+                return mean_std(values) if values else "—"
+
+            util = " / ".join(cell(f"utilisation_l{level}") for level in (1, 2, 3))
+            lines.append(f"| {i + 1} | {'/'.join(sorted({row.get('phase', '') for row in rows}))} | {cell('ids_changed')} "
+                         f"| {util} | {cell('collision_rate')} | {cell('loss_rec')} | {cell('loss_sq')} "
+                         f"| {cell('loss_sia')} | {cell('loss_psa')} | {cell('valid_ndcg@10')} |")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", required=True)
@@ -159,8 +188,8 @@ def main() -> None:
     header = (f"# {args.name}\n\nSeeds {args.seeds}; budget overrides {args.set or 'none'}; test split, "
               f"{summary['users']} users. Mean ± std over seeds; p-values compare per-user NDCG@10 "
               "(averaged over seeds) with the baseline (* p < 0.05, ** p < 0.01).\n\n")
-    diagnostics = training_diagnostics({m: [results[(m, s)] for s in args.seeds] for m in args.methods}, runs)
-    table += diagnostics
+    by_method = {m: [results[(m, s)] for s in args.seeds] for m in args.methods}
+    table += training_diagnostics(by_method, runs) + id_dynamics(by_method)
     out.write_text(header + table)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     print(header + table)

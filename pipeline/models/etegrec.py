@@ -39,7 +39,7 @@ from pipeline.alignment import code_logits, symmetric_info_nce, symmetric_kl
 from pipeline.models.base import SEMANTIC_IDS, TOKENIZER, ModelInputs, Phase
 from pipeline.models.tiger import BOS, Tiger, TigerConfig, code_tokens
 from pipeline.rqvae import RQVAE, RQVAEConfig
-from pipeline.semantic_ids import assert_unique, assign_collision_tokens, semantic_id_stats
+from pipeline.semantic_ids import SemanticIdError, assert_unique, assign_collision_tokens, semantic_id_stats
 
 SIA_SIGNS = {"paper": -1.0, "official": 1.0}
 TOKENIZER_PREFIX = "tokenizer."
@@ -136,14 +136,19 @@ class Etegrec(Tiger):
         """Every item's ID from the current tokenizer: RQ codes of its vector plus TIGER's collision token
         (deterministic: item-id order within a group; unique, or a SemanticIdError naming the group)."""
         codes = self.tokenizer.encode_codes(self.item_vectors).numpy()
-        ids = assign_collision_tokens(codes, self.config.codebook_size)
+        try:
+            ids = assign_collision_tokens(codes, self.config.codebook_size)
+        except SemanticIdError as exc:  # the tokenizer collapsed while it trained: no unique IDs exist
+            raise SemanticIdError(f"re-deriving ETEGRec's IDs after a tokenizer epoch: {exc} Here the tokenizer "
+                                  f"collapsed while training: lower backbone.tokenizer_lr "
+                                  f"({self.config.tokenizer_lr}) or the alignment weights") from None
         assert_unique(ids)
         return ids
 
     @torch.no_grad()
     def refresh_ids(self) -> dict[str, float]:
         """Re-derive the IDs, switch to them; return the share changed and the new IDs' statistics."""
-        old = self.ids.cpu().numpy()
+        old = self.ids.cpu().numpy().copy()  # a CPU tensor's numpy() shares its memory
         ids = self.derive_ids()
         stats = semantic_id_stats(ids[:, :-1], ids, self.config.codebook_size)
         self.ids.copy_(torch.as_tensor(ids, device=self.ids.device))
@@ -195,6 +200,9 @@ class Etegrec(Tiger):
         out["tokenizer_frozen"] = float(bool(self.tokenizer_frozen))
         return out
 
+    # Eager even inside a compiled step: the sums outlive the step, and a CUDA graph's outputs are overwritten
+    # by its next replay (as DECOR's statistics)
+    @torch.compiler.disable
     def _record(self, batch_size: int, **losses: torch.Tensor) -> None:
         if not self.training:
             return
