@@ -7,7 +7,7 @@ import yaml
 
 from pipeline import paths
 from pipeline.config import ParamsError, load_params, params_from_dict
-from pipeline.models.base import ModelInputs
+from pipeline.models.base import TOKENIZER, ModelInputs
 from pipeline.models.registry import MODELS, model_class
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +45,10 @@ def test_every_method_of_params_yaml_builds_its_config():
             import torch
 
             inputs.item_codes = torch.zeros(10, 4, dtype=torch.long)
+        if TOKENIZER in cls.reads:  # a tokenizer of 3 levels of 4 codes behind those IDs
+            from pipeline.rqvae import RQVAE, RQVAEConfig
+
+            inputs.tokenizer = RQVAE(RQVAEConfig(in_dim=8, hidden=(8,), code_dim=4, levels=3, codebook_size=4))
         config = cls.config_class.from_dict({**cls.sizes(inputs, params.filter.max_history), **block.backbone})
         assert config.n_items == 10, name
     assert set(MODELS) >= {block.model for block in {**params.methods, **params.more_methods}.values()}
