@@ -28,6 +28,11 @@ def test_code_logits_make_the_nearest_code_likeliest_under_the_papers_sign():
     assert code_logits(v, codebooks).argmax(-1).item() == 1
     assert code_logits(v, codebooks, sign=+1.0).argmax(-1).item() == 2  # the official code's reading: farthest
     torch.testing.assert_close(code_logits(v, codebooks)[0, 0, 0], torch.tensor(-(2.5 ** 2 + 0.2 ** 2)))
+    # every level, every code: the squared distance, as the broadcast difference computes it
+    g = torch.Generator().manual_seed(2)
+    residuals, books = torch.randn(7, 3, 16, generator=g), torch.randn(3, 5, 16, generator=g)
+    direct = (residuals[:, :, None, :] - books[None]).pow(2).sum(-1)
+    torch.testing.assert_close(code_logits(residuals, books), -direct, rtol=1e-5, atol=1e-4)
 
 
 def test_info_nce_ranks_the_matching_pair_first_and_is_lowest_when_pairs_match():
