@@ -195,3 +195,25 @@ def test_the_table_4_rows_of_params_yaml_differ_from_etegrec_only_in_their_switc
         assert block.inputs == params.method("etegrec").inputs
     assert base["sia_weight"] == 3e-4 and base["psa_weight"] == 1e-4  # the paper's best (§5.5)
     assert yaml.safe_load("x: 3e-4")["x"] == "3e-4"  # why params.yaml spells them 0.0003 and 0.0001
+
+
+def test_the_tokenizer_may_read_sasrecs_item_embeddings_and_a_mismatched_tokenizer_is_refused(workspace):
+    from safetensors.torch import save_file
+
+    from pipeline.config import ParamsError
+
+    workspace.write_embeddings()
+    sasrec = paths.model_dir("sasrec") / "item_embeddings.safetensors"
+    sasrec.parent.mkdir(parents=True)
+    save_file({"item_embeddings": torch.randn(N_ITEMS, 12, generator=torch.Generator().manual_seed(0))}, str(sasrec))
+    block = etegrec_block()
+    block["inputs"] = ["data/processed/semantic_ids/sas", "data/processed/tokenizers/sas"]
+    params = workspace.params({"etegrec": block, "mixed": {**block, "inputs": [IDS, "data/processed/tokenizers/sas"]}},
+                              {"sas": rqvae(levels=3, inputs=[str(sasrec)]), "rq": rqvae(levels=3)})
+    run_tokenizer(params, "sas")
+    run_tokenizer(params, "rq")
+    model, data = build_method(params, "etegrec")
+    assert model.config.tokenizer["in_dim"] == 12
+    assert torch.equal(model.item_vectors, load_file(str(sasrec))["item_embeddings"])
+    with pytest.raises(ParamsError, match="tokenizers/sas.*is not the tokenizer of the IDs"):
+        build_method(params, "mixed")
