@@ -25,7 +25,8 @@ SKIP = {".venv", ".git", "data", "mlruns.db", "mlruns", ".pytest_cache", ".bench
 # Small enough for CI on two cores; the stage code paths are the same as with the defaults.
 TINY = {
     "tokenizers": {"rqvae": {"epochs": 3, "hidden": [64], "code_dim": 16},
-                   "rqvae_e32": {"epochs": 3, "hidden": [64], "code_dim": 8}},
+                   "rqvae_e32": {"epochs": 3, "hidden": [64], "code_dim": 8},
+                   "rqvae_sasrec": {"epochs": 3, "hidden": [64], "code_dim": 16}},
     "methods": {"sasrec": {"train": {"epochs": 1, "samples_per_epoch": 512, "batch_size": 128}}},
 }
 TINY_GENERATIVE = {
@@ -129,7 +130,8 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
         flows = {f["id"]: f["name"] for f in prefect_post(api, "flows/filter")}
         completed = {flows[r["flow_id"]] for r in prefect_post(api, "flow_runs/filter") if r["state_type"] == "COMPLETED"}
     assert {"download", "filter", "embed", "report"} <= completed, completed
-    assert {f"{stage}-{t}" for stage in ("tokenize", "semantic_ids") for t in TOKENIZERS} <= completed, completed
+    assert {f"{stage}-{t}" for stage in ("tokenize", "semantic_ids") for t in (*TOKENIZERS, "rqvae_sasrec")} \
+        <= completed, completed
     assert {f"{stage}-{m}" for stage in ("train", "evaluate") for m in KEPT_METHODS} <= completed, completed
     metrics = work / "reports" / "metrics"
     stats = json.loads((metrics / "filter.json").read_text())
@@ -207,8 +209,9 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     done = dvc(["exp", "run", "--run-all"], work, quick)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     exp_logs = "".join(p.read_text(errors="replace") for p in (work / ".dvc" / "tmp" / "exps" / "run").glob("*/*.out"))
-    assert set(re.findall(r"Running stage '([^']+)'", exp_logs)) == {"train@sasrec", "evaluate@sasrec",
-                                                                      "report"}, exp_logs[-3000:]
+    # SASRec's item embeddings feed the rqvae_sasrec tokenizer: its chain re-runs with it
+    assert set(re.findall(r"Running stage '([^']+)'", exp_logs)) == {
+        "train@sasrec", "evaluate@sasrec", "tokenize@rqvae_sasrec", "semantic_ids@rqvae_sasrec", "report"}, exp_logs[-3000:]
     table = json.loads(dvc(["exp", "show", "--json"], work, env).stdout)
     swept = {exp["data"]["params"]["params.yaml"]["data"]["methods"]["sasrec"]["train"]["lr"]: exp["name"]
              for row in table for exp in (row.get("experiments") or []) for exp in exp.get("revs", [])}
