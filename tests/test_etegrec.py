@@ -217,3 +217,12 @@ def test_the_tokenizer_may_read_sasrecs_item_embeddings_and_a_mismatched_tokeniz
     assert torch.equal(model.item_vectors, load_file(str(sasrec))["item_embeddings"])
     with pytest.raises(ParamsError, match="tokenizers/sas.*is not the tokenizer of the IDs"):
         build_method(params, "mixed")
+
+
+def test_a_learning_rate_written_5e_5_is_a_number_and_a_word_is_refused():
+    from pipeline.models.etegrec import EtegrecConfig
+
+    config = EtegrecConfig.from_dict({"n_items": 4, "depth": 4, "codebook_size": 8, "tokenizer_lr": "5e-5"})
+    assert config.tokenizer_lr == 5e-5
+    with pytest.raises(ValueError, match="sia_weight: expected a number, got 'high'"):
+        EtegrecConfig.from_dict({"n_items": 4, "depth": 4, "codebook_size": 8, "sia_weight": "high"})

@@ -21,10 +21,18 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(fields)
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} setting(s) {sorted(unknown)}; known: {sorted(known)}")
+            raise ValueError(f"unknown {cls.__name__} setting(s) {sorted(unknown)}; known: {sorted(fields)}")
+        d = dict(d)
+        for name, value in d.items():
+            # YAML 1.1 reads 5e-5 (no dot) as a string, as `dvc exp run -S ...=5e-5` writes it: a number here
+            if fields[name].type in ("float", float) and isinstance(value, str):
+                try:
+                    d[name] = float(value)
+                except ValueError:
+                    raise ValueError(f"{name}: expected a number, got {value!r}") from None
         return cls(**d)
 
 
