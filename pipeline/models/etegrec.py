@@ -95,7 +95,7 @@ class Etegrec(Tiger):
         tc = tokenizer.config
         if tc.codebook_size != inputs.codebook_size or tc.levels + 1 != sizes["depth"]:
             raise ValueError(f"the tokenizer has {tc.levels} levels of {tc.codebook_size} codes, but its IDs "
-                             f"{sizes['depth']} tokens of {inputs.codebook_size}")
+                             f"have {sizes['depth']} tokens of {inputs.codebook_size} codes")
         return {**sizes, "tokenizer": tc.to_dict()}
 
     @classmethod
