@@ -1,5 +1,5 @@
 """Alignment losses between a recommender and its tokenizer, shared by the methods that train the two
-together or regularise one by the other (docs/methods.md §6 ETEGRec, §8 LETTER).
+together or regularise one by the other (the ETEGRec paper, §4.2.3; LETTER's collaborative regulariser).
 
 - ``symmetric_kl``: KL(P || Q) + KL(Q || P) between two batches of per-level code distributions given as
   logits (ETEGRec's sequence-item alignment, SIA: the target item's code distribution against the one the

@@ -1,7 +1,7 @@
 """Typed, validated parameters.
 
 Every stage reads ``params.yaml`` through :func:`load_params`; an unknown key or a value out of range
-stops the stage with a message naming the key (architecture.md, "Parameters").
+stops the stage with a message naming the key (README, "The stages": train@<method>).
 """
 from __future__ import annotations
 

@@ -41,9 +41,8 @@ def build_method(params: Params, method: str, seq_dir: Path = paths.SEQUENCES) -
             raise MethodError(f"{where}.inputs: {others} is not the tokenizer of the IDs it reads "
                               f"({paths.semantic_ids_dir(name)}); name {paths.tokenizer_dir(name)}")
         try:
-            with torch.random.fork_rng(devices=[]):  # loading builds a module: the model's initial weights stay the seed's
-                data.tokenizer, data.item_vectors = tokenizer_inputs(params.tokenizer(name),
-                                                                     paths.tokenizer_dir(name), n_items)
+            data.tokenizer, data.item_vectors = tokenizer_inputs(params.tokenizer(name), paths.tokenizer_dir(name),
+                                                                 n_items)
         except (FileNotFoundError, ValueError) as exc:
             raise MethodError(f"{where}: {exc}") from None
     try:

@@ -1,5 +1,5 @@
-"""Item boundaries inside TIGER's token sequences, for DiscRec's embedding module (docs/methods.md §7; the
-DiscRec paper, §III): which item each token belongs to, its position inside the item, and the attention mask
+"""Item boundaries inside TIGER's token sequences, for DiscRec's embedding module (the DiscRec
+paper, §III): which item each token belongs to, its position inside the item, and the attention mask
 of the localized Transformer (a token attends only to the tokens of its own item).
 
 Layouts (``pipeline.models.tiger``): the encoder reads the history items' D tokens each, oldest first, then

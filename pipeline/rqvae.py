@@ -444,6 +444,7 @@ def load_rqvae(directory: str | Path, device: str | torch.device = "cpu") -> RQV
         if not (directory / name).exists():
             raise FileNotFoundError(f"{directory / name}: missing; run its tokenize@<tokenizer> stage first")
     config = RQVAEConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
-    model = RQVAE(config)
+    with torch.random.fork_rng(devices=[]):  # the random initial weights are overwritten: the caller's stream stays
+        model = RQVAE(config)
     model.load_state_dict(load_file(str(directory / MODEL_FILE)), strict=True)
     return model.to(resolve_device(device)).eval()

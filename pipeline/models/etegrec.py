@@ -1,4 +1,4 @@
-"""ETEGRec (docs/methods.md §6; Liu et al., "Generative Recommender with End-to-End Learnable Item
+"""ETEGRec (Liu et al., "Generative Recommender with End-to-End Learnable Item
 Tokenization", SIGIR 2025): TIGER's recommender and its RQ-VAE tokenizer trained together.
 
 - **Warm start** (paper §5.5): the tokenizer is a trained RQ-VAE of the ``tokenizers:`` family, and training
@@ -89,14 +89,9 @@ class Etegrec(Tiger):
     @classmethod
     def sizes(cls, inputs: ModelInputs, max_history: int) -> dict:
         sizes = super().sizes(inputs, max_history)
-        tokenizer = inputs.tokenizer
-        if tokenizer is None:
+        if inputs.tokenizer is None:
             raise ValueError("ETEGRec starts from a trained tokenizer (its inputs name a tokenizer's IDs)")
-        tc = tokenizer.config
-        if tc.codebook_size != inputs.codebook_size or tc.levels + 1 != sizes["depth"]:
-            raise ValueError(f"the tokenizer has {tc.levels} levels of {tc.codebook_size} codes, but its IDs "
-                             f"have {sizes['depth']} tokens of {inputs.codebook_size} codes")
-        return {**sizes, "tokenizer": tc.to_dict()}
+        return {**sizes, "tokenizer": inputs.tokenizer.config.to_dict()}
 
     @classmethod
     def from_inputs(cls, config: EtegrecConfig, inputs: ModelInputs) -> "Etegrec":
@@ -110,7 +105,8 @@ class Etegrec(Tiger):
         super().__init__(config, item_codes)  # TIGER's T5 first: the same seed gives TIGER's initial weights
         tc = RQVAEConfig.from_dict(config.tokenizer)
         if tc.codebook_size != config.codebook_size or tc.levels + 1 != config.depth:
-            raise ValueError(f"tokenizer config {tc} does not match IDs of depth {config.depth}, K {config.codebook_size}")
+            raise ValueError(f"the tokenizer has {tc.levels} levels of {tc.codebook_size} codes, but its IDs have "
+                             f"{config.depth} tokens of {config.codebook_size} codes")
         self.tokenizer = RQVAE(tc)
         self.tokenizer.initialized.fill_(True)  # never re-initialised by k-means: it starts trained
         self.register_buffer("item_vectors", torch.zeros(config.n_items, tc.in_dim))
