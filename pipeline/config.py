@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from pipeline.paths import tokenizer_of
 from pipeline.train_settings import Precision, TrainConfig
@@ -134,8 +134,37 @@ class RQVAETokenizer(_Strict):
     device: str = "auto"
 
 
-# One schema per tokenizer kind, chosen by `model` (LETTER's joins this union).
-TokenizerParams = RQVAETokenizer
+class LetterTokenizer(RQVAETokenizer):
+    """LETTER (Wang et al., CIKM 2024, §3.2): the RQ-VAE plus a collaborative and a diversity regulariser
+    (pipeline/letter.py). ``inputs``: [the text embeddings it quantises, the collaborative item vectors]."""
+    model: Literal["letter"] = "letter"
+    inputs: list[str] = Field(default_factory=lambda: ["data/processed/embeddings/embeddings.npy",
+                                                       "data/models/sasrec/item_embeddings.safetensors"],
+                              min_length=2, max_length=2)
+    # alpha, the collaborative regulariser's weight (paper: searched in {1e-4 .. 1e-1}; official script 0.01)
+    collaborative_weight: float = Field(0.01, ge=0)
+    # beta, the diversity regulariser's weight (paper: searched in {1e-4 .. 1e-1}; official script 1e-4)
+    diversity_weight: float = Field(1e-4, ge=0)
+    diversity_clusters: int = Field(10, ge=2)  # codes of each codebook grouped in this many clusters (official: 10)
+    diversity_refresh_epochs: int = Field(1, ge=1)  # re-cluster every N epochs (official: every epoch)
+    # The official code assigns the last level by Sinkhorn-Knopp balancing while training (epsilon 0.003,
+    # 50 iterations); false = nearest code at every level, as the RQ-VAE.
+    sinkhorn: bool = True
+    sinkhorn_epsilon: float = Field(0.003, gt=0)
+    sinkhorn_iters: int = Field(50, ge=1)
+
+
+TOKENIZER_KINDS = ("rqvae", "letter")
+
+
+def _tokenizer_kind(block) -> str:
+    kind = block.get("model", "rqvae") if isinstance(block, dict) else getattr(block, "model", "rqvae")
+    return kind if kind in TOKENIZER_KINDS else "rqvae"  # an unknown kind fails on rqvae's `model` literal
+
+
+# One schema per tokenizer kind, chosen by `model` (a block without one is an RQ-VAE).
+TokenizerParams = Annotated[Annotated[RQVAETokenizer, Tag("rqvae")] | Annotated[LetterTokenizer, Tag("letter")],
+                            Discriminator(_tokenizer_kind)]
 
 class MethodParams(_Strict):
     """One ``methods.<name>`` block; ``backbone`` is checked by the model's own config class when built."""
@@ -225,7 +254,10 @@ class Params(_Strict):
 def _format_error(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: invalid parameters:"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
+        loc = list(e["loc"])
+        if len(loc) > 2 and loc[0] == "tokenizers" and loc[2] in TOKENIZER_KINDS:
+            del loc[2]  # the kind pydantic chose (the block's `model`), not a key of the block
+        key = ".".join(str(p) for p in loc)
         if not e["loc"]:  # a check across sections: the message names the keys
             lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         elif e["type"] == "extra_forbidden":

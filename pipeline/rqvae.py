@@ -194,6 +194,27 @@ def kmeans(x: torch.Tensor, k: int, *, generator: torch.Generator, iters: int = 
     return centroids.to(torch.float32)
 
 
+@torch.no_grad()
+def sinkhorn_codes(dists: torch.Tensor, epsilon: float, iters: int) -> torch.Tensor:
+    """Codes (B,) from a balanced assignment of B points to K codes, given their (B, K) squared distances.
+
+    Sinkhorn-Knopp as LETTER's official code applies it to the last level while training: distances
+    rescaled to [-1, 1] (so that ``epsilon`` means the same at any scale), transport plan
+    ``exp(-d / epsilon)`` alternately normalised so that every point carries mass 1/B and every code 1/K,
+    then each point's largest entry. In float64: exp(-2 / 0.003) underflows float32."""
+    d = dists.double()
+    middle = (d.max() + d.min()) / 2
+    d = (d - middle) / ((d.max() - middle) + 1e-5)
+    # exp(-(d - min_k d) / eps) per row: the shift cancels in the row normalisation, and it keeps the row's
+    # nearest code at exp(0) instead of an underflow to 0 for every code
+    q = torch.exp(-(d - d.min(1, keepdim=True).values) / epsilon)
+    B, K = q.shape
+    for _ in range(iters):
+        q = q / q.sum(1, keepdim=True) / B
+        q = q / q.sum(0, keepdim=True).clamp_min(1e-300) / K
+    return q.argmax(1)
+
+
 class RQVAE(nn.Module):
     """Encoder, L residual codebooks of K codes of dimension e, decoder (see the module docstring)."""
 
@@ -217,8 +238,12 @@ class RQVAE(nn.Module):
     def device(self) -> torch.device:
         return self.codebooks.device
 
-    def quantize(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Residual quantisation of ``r`` (B, e) -> (codes (B, L) long, r_hat (B, e), L_rq scalar)."""
+    def quantize(self, r: torch.Tensor, sinkhorn_epsilon: float = 0.0,
+                 sinkhorn_iters: int = 50) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Residual quantisation of ``r`` (B, e) -> (codes (B, L) long, r_hat (B, e), L_rq scalar).
+
+        ``sinkhorn_epsilon`` > 0: the last level's codes come from a balanced assignment of the batch
+        (:func:`sinkhorn_codes`; LETTER's training), not from the nearest code."""
         residual = r
         r_hat = torch.zeros_like(r)
         rq_loss = r.new_zeros(())
@@ -226,7 +251,11 @@ class RQVAE(nn.Module):
         for level in range(self.config.levels):
             book = self.codebooks[level]
             with torch.no_grad():
-                c = _sq_dists(residual.detach(), book.detach()).argmin(1)
+                dists = _sq_dists(residual.detach(), book.detach())
+                if sinkhorn_epsilon > 0 and level == self.config.levels - 1:
+                    c = sinkhorn_codes(dists, sinkhorn_epsilon, sinkhorn_iters)
+                else:
+                    c = dists.argmin(1)
             q = book[c]
             # Codebook term moves the codes towards the residuals; commitment term (weight beta)
             # moves the encoder (and earlier codes) towards the codes. Per-item squared norm, batch mean.
@@ -237,16 +266,16 @@ class RQVAE(nn.Module):
             codes.append(c)
         return torch.stack(codes, 1), r_hat, rq_loss
 
-    def forward(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, z: torch.Tensor, sinkhorn_epsilon: float = 0.0, sinkhorn_iters: int = 50) -> dict[str, torch.Tensor]:
         r = self.encoder(z)
-        codes, r_hat, rq_loss = self.quantize(r)
+        codes, r_hat, rq_loss = self.quantize(r, sinkhorn_epsilon, sinkhorn_iters)
         # Straight-through: the decoder sees r_hat, but the reconstruction gradient flows to r.
         r_hat_st = r + (r_hat - r).detach()
         z_hat = self.decoder(r_hat_st)
         sq_err = (z - z_hat) ** 2
         recon_loss = sq_err.sum(-1).mean() if self.config.recon_reduction == "sum" else sq_err.mean()
         return {"z_hat": z_hat, "codes": codes, "loss": recon_loss + rq_loss,
-                "recon_loss": recon_loss, "rq_loss": rq_loss}
+                "recon_loss": recon_loss, "rq_loss": rq_loss, "r": r, "r_hat": r_hat}
 
     @torch.no_grad()
     def init_codebooks(self, z: torch.Tensor, *, generator: torch.Generator, iters: int = KMEANS_ITERS) -> None:
@@ -292,12 +321,16 @@ def _deterministic() -> Iterator[None]:
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
 
 
-def _make_optimizer(model: RQVAE, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def _make_optimizer(model: RQVAE, name: str, lr: float, weight_decay: float,
+                    extra: list[nn.Parameter] = ()) -> torch.optim.Optimizer:
     # No weight decay on the codebooks: decay would pull the codes towards the origin, away from
     # the residuals they quantise. TIGER: Adagrad lr 0.4; otherwise AdamW lr 1e-3, wd 1e-4 (params.yaml).
+    # ``extra``: a regulariser's own parameters (LETTER's projection), decayed like the encoder.
     others = [p for n, p in model.named_parameters() if n != "codebooks"]
     groups = [{"params": others, "weight_decay": weight_decay},
               {"params": [model.codebooks], "weight_decay": 0.0}]
+    if extra:
+        groups.append({"params": list(extra), "weight_decay": weight_decay})
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     if name == "adagrad":
@@ -344,7 +377,7 @@ def train_rqvae(embeddings: np.ndarray, config: RQVAEConfig, *, epochs: int, bat
                 lr: float = 1e-3, optimizer: str = "adamw", weight_decay: float = 1e-4, seed: int = 0,
                 device: str | torch.device = "cpu", dead_code_restart: bool = False,
                 on_epoch: Callable[[int, dict], None] | None = None,
-                progress: bool = True) -> tuple[RQVAE, list[dict]]:
+                progress: bool = True, regulariser: "Regulariser | None" = None) -> tuple[RQVAE, list[dict]]:
     """Train an RQ-VAE on (N, in_dim) float32 embeddings; return (model in eval mode, history).
 
     ``history[i]`` = {"epoch": i + 1, **metrics}; ``on_epoch(epoch, metrics)`` gets the same metrics
@@ -360,6 +393,10 @@ def train_rqvae(embeddings: np.ndarray, config: RQVAEConfig, *, epochs: int, bat
     embeddings (8000 items, 200 topics) with the default architecture and K = 256, after 10 epochs:
     util_l1 = 1/256 at AdamW lr 1e-3 (already after epoch 1), 0.008 at 1e-4, 0.07 at 1e-5; Adagrad
     lr 0.4 (TIGER's setting) diverged.
+
+    ``regulariser``: extra loss terms on each batch (LETTER's, ``pipeline.letter``); without one the
+    training is the plain RQ-VAE's, step for step. Its terms are logged as epoch means beside the others,
+    and ``loss`` is then the whole objective.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
@@ -379,7 +416,9 @@ def train_rqvae(embeddings: np.ndarray, config: RQVAEConfig, *, epochs: int, bat
         gen = torch.Generator().manual_seed(seed)  # k-means seeding and shuffling, on CPU
         model = RQVAE(config).to(dev)
         data = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)).to(dev)
-        opt = _make_optimizer(model, optimizer, lr, weight_decay)
+        extra = list(regulariser.parameters(dev)) if regulariser is not None else []
+        opt = _make_optimizer(model, optimizer, lr, weight_decay, extra)
+        balance = regulariser.sinkhorn if regulariser is not None else (0.0, 50)
         history: list[dict] = []
         needs_init = not bool(model.initialized)  # checked once: on CUDA every check is a sync
         bar = _progress(range(1, epochs + 1), progress)
@@ -389,11 +428,18 @@ def train_rqvae(embeddings: np.ndarray, config: RQVAEConfig, *, epochs: int, bat
             # Sums stay on the device (one sync per epoch, not per step on CUDA).
             sums = {key: torch.zeros((), device=dev) for key in ("loss", "recon_loss", "rq_loss")}
             for start in range(0, n, batch_size):
-                batch = data[perm[start:start + batch_size]]
+                rows = perm[start:start + batch_size]
+                batch = data[rows]
                 if needs_init:  # k-means on the first batch of the first epoch (TIGER)
                     model.init_codebooks(batch, generator=gen)
                     needs_init = False
-                out = model(batch)
+                out = model(batch, *balance)
+                if regulariser is not None:
+                    terms = regulariser.losses(model, out, rows, epoch)
+                    out["loss"] = out["loss"] + sum(regulariser.weights[key] * term for key, term in terms.items())
+                    out.update(terms)
+                    for key in terms:
+                        sums.setdefault(key, torch.zeros((), device=dev))
                 opt.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 opt.step()
@@ -415,6 +461,22 @@ def train_rqvae(embeddings: np.ndarray, config: RQVAEConfig, *, epochs: int, bat
                 bar.set_postfix(loss=f"{metrics['loss']:.4g}", util_l1=f"{metrics['util_l1']:.2f}",
                                 coll=f"{metrics['collision_rate']:.3f}")
     return model.eval(), history
+
+
+class Regulariser:
+    """Extra loss terms of a tokenizer built on the RQ-VAE (LETTER's: ``pipeline.letter``)."""
+
+    sinkhorn: tuple[float, int] = (0.0, 50)  # (epsilon, iterations) of the last level's balanced assignment; 0 = off
+    weights: dict[str, float] = {}  # the weight of each term ``losses`` returns
+
+    def parameters(self, device) -> list[nn.Parameter]:
+        """Its own trainable parameters, moved to ``device``; trained with the RQ-VAE's optimiser."""
+        return []
+
+    def losses(self, model: RQVAE, out: dict[str, torch.Tensor], rows: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
+        """Unweighted loss terms (name -> scalar; ``weights`` weighs them) for the batch of items ``rows`` (indices into the training
+        vectors) that produced ``out`` (``RQVAE.forward``'s dict) in ``epoch`` (from 1)."""
+        raise NotImplementedError
 
 
 def _progress(it, enabled: bool):

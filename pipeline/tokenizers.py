@@ -1,6 +1,6 @@
 """Tokenizers: item vectors -> a trained tokenizer -> unique semantic IDs (the logic of `tokenize@<t>` and
-`semantic_ids@<t>`). One function pair per tokenizer kind, chosen by a ``tokenizers.<t>`` block's ``model``;
-today the RQ-VAE (methods.md §3)."""
+`semantic_ids@<t>`), for every kind a ``tokenizers.<t>`` block's ``model`` names: the RQ-VAE (TIGER §3.1)
+and LETTER (the RQ-VAE with LETTER's regularisers, ``pipeline.letter``)."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipeline.config import RQVAETokenizer
+from pipeline.config import LetterTokenizer, RQVAETokenizer
 from pipeline.io import atomic_dir, atomic_path, write_json
 from pipeline.rqvae import RQVAEConfig, load_rqvae, save_rqvae, train_rqvae
 from pipeline.semantic_ids import assert_unique, assign_collision_tokens, semantic_id_stats, write_id_table
@@ -49,6 +49,7 @@ def tokenize(tp: RQVAETokenizer, seed: int, out_dir, curve_path, log=print, on_e
     config = rqvae_config(tp, z.shape[1])
     log(f"RQ-VAE on {z.shape[0]:,} items x {z.shape[1]}: L={tp.levels}, K={tp.codebook_size}, e={tp.code_dim}, "
         f"{tp.epochs} epochs, recon reduction {tp.recon_reduction}")
+    regulariser = letter_regulariser(tp, z, seed, log)
     history: list[dict] = []
 
     def epoch_done(epoch: int, metrics: dict) -> None:
@@ -58,7 +59,7 @@ def tokenize(tp: RQVAETokenizer, seed: int, out_dir, curve_path, log=print, on_e
 
     model, _ = train_rqvae(z, config, epochs=tp.epochs, batch_size=tp.batch_size, lr=tp.lr, optimizer=tp.optimizer,
                            weight_decay=tp.weight_decay, seed=seed, device=resolve_device(tp.device),
-                           on_epoch=epoch_done, dead_code_restart=tp.dead_code_restart)
+                           on_epoch=epoch_done, dead_code_restart=tp.dead_code_restart, regulariser=regulariser)
     with atomic_dir(out_dir) as tmp:
         save_rqvae(model, config, tmp)
     with atomic_path(curve_path) as tmp, open(tmp, "w", newline="") as f:
@@ -70,6 +71,30 @@ def tokenize(tp: RQVAETokenizer, seed: int, out_dir, curve_path, log=print, on_e
     return final
 
 
+def letter_regulariser(tp: RQVAETokenizer, z: np.ndarray, seed: int, log=print):
+    """LETTER's regularisers for a ``model: letter`` block (None for an RQ-VAE, or a LETTER block whose
+    regularisers are all off: then it trains as the RQ-VAE)."""
+    if not isinstance(tp, LetterTokenizer):
+        return None
+    if tp.collaborative_weight == 0 and tp.diversity_weight == 0 and not tp.sinkhorn:
+        log("LETTER with every regulariser off: the RQ-VAE's training")
+        return None
+    from pipeline.letter import LetterRegulariser
+
+    collaborative = load_embeddings(tp.inputs[-1])
+    if len(collaborative) != len(z):
+        raise ValueError(f"{tp.inputs[-1]}: {len(collaborative):,} collaborative vectors for the {len(z):,} items "
+                         f"of {tp.inputs[0]}; re-run the stages upstream of it (dvc repro)")
+    log(f"LETTER: collaborative weight {tp.collaborative_weight:g} ({collaborative.shape[1]}-d vectors of "
+        f"{tp.inputs[-1]}), diversity weight {tp.diversity_weight:g} ({tp.diversity_clusters} clusters, every "
+        f"{tp.diversity_refresh_epochs} epoch(s)), Sinkhorn last level {'on' if tp.sinkhorn else 'off'}")
+    return LetterRegulariser(collaborative, tp.code_dim, collaborative_weight=tp.collaborative_weight,
+                             diversity_weight=tp.diversity_weight, clusters=tp.diversity_clusters,
+                             refresh_epochs=tp.diversity_refresh_epochs,
+                             sinkhorn_epsilon=tp.sinkhorn_epsilon if tp.sinkhorn else 0.0,
+                             sinkhorn_iters=tp.sinkhorn_iters, seed=seed)
+
+
 def semantic_ids(tp: RQVAETokenizer, tokenizer_dir, out_dir, log=print) -> dict:
     """Assign codes, add the collision token, check uniqueness; write ids + codebooks + stats."""
     z = load_embeddings(tp.inputs[0])
@@ -79,6 +104,12 @@ def semantic_ids(tp: RQVAETokenizer, tokenizer_dir, out_dir, log=print) -> dict:
     ids = assign_collision_tokens(codes, K)
     assert_unique(ids)
     stats = semantic_id_stats(codes, ids, K)
+    if isinstance(tp, LetterTokenizer):  # how well the IDs follow the collaborative vectors it was trained on
+        from pipeline.letter import neighbour_code_agreement
+
+        agreement = neighbour_code_agreement(codes, load_embeddings(tp.inputs[-1]), k=10)
+        stats["cf_neighbours_share_l1"] = agreement["share"]
+        stats["cf_neighbours_share_l1_chance"] = agreement["chance"]
     L = codes.shape[1]
     with atomic_dir(out_dir) as tmp:
         write_id_table(ids, tmp / "ids.parquet")

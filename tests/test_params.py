@@ -24,6 +24,9 @@ TIGER = {"model": "tiger", "inputs": ["data/processed/semantic_ids/rqvae"]}
     ({"methods": {"tiger": {**TIGER, "inputs": ["a", "b", "c"]}}}, r"methods.tiger.inputs: List should have at most 2"),
     ({"tokenizers": {"rqvae": {"model": "rqvae", "codebook_size": 1}}}, r"tokenizers.rqvae.codebook_size"),
     ({"tokenizers": {"rq vae": {"model": "rqvae"}}}, r"tokenizers.rq vae: a block name may hold"),
+    ({"tokenizers": {"letter": {"model": "letter", "inputs": ["text.npy"]}}}, r"tokenizers.letter.*inputs: List should have at least 2"),
+    ({"tokenizers": {"letter": {"model": "letter", "collaborative_weight": -1}}}, r"tokenizers.letter.*collaborative_weight"),
+    ({"tokenizers": {"x": {"model": "vqvae"}}}, r"tokenizers.x.*model: Input should be 'rqvae'"),
     ({"evaluate": {"beam": 20}}, r"evaluate.beam: unknown key"),
     ({"report": {"baseline": "tiger", "extra": 1}}, r"report.extra: unknown key"),
     ({"tokenize": {"epochs": 3}}, r"tokenize: unknown key"),  # the section before tokenizers: named, not ignored
@@ -65,10 +68,20 @@ def test_the_ablation_rows_are_decors_block_with_their_switches_only():
         expected = {**decor, "backbone": {**decor["backbone"], **changed}}
         assert params.method(row).model_dump() == expected, row
     every = {**params.methods, **params.more_methods}
-    generative = [m for m in every.values() if m.model in ("tiger", "decor")]
+    generative = [m for m in every.values() if m.model in ("tiger", "decor", "discrec", "etegrec")]
     assert len({m.train for m in generative}) == 1  # one budget for every generative row
     assert params.method("tiger_e32").tokenizer == "rqvae_e32" and params.tokenizers["rqvae_e32"].code_dim == 32
     assert params.tokenizers["rqvae_e32"].model_copy(update={"code_dim": 128}) == params.tokenizers["rqvae"]
+    # LETTER is the RQ-VAE plus its regularisers (and its second input), and DiscRec's rows differ in their switch
+    letter = params.tokenizers["letter"].model_dump()
+    assert {k: v for k, v in letter.items() if k in params.tokenizers["rqvae"].model_dump() and k not in ("model", "inputs")} \
+        == {k: v for k, v in params.tokenizers["rqvae"].model_dump().items() if k not in ("model", "inputs")}
+    assert params.method("letter").tokenizer == "letter" and params.method("discrec_l").tokenizer == "letter"
+    assert params.method("discrec_t").tokenizer == "rqvae"
+    discrec = params.method("discrec_t").model_dump()
+    for row, changed in {"discrec_t_no_ipe": {"item_positions": False}, "discrec_t_no_tf": {"localized_transformer": False},
+                         "discrec_t_no_gate": {"fusion": "sum"}}.items():
+        assert params.method(row).model_dump() == {**discrec, "backbone": {**discrec["backbone"], **changed}}, row
 
 
 def test_dvc_yaml_names_the_folders_of_pipeline_paths():

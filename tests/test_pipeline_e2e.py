@@ -26,7 +26,8 @@ SKIP = {".venv", ".git", "data", "mlruns.db", "mlruns", ".pytest_cache", ".bench
 TINY = {
     "tokenizers": {"rqvae": {"epochs": 3, "hidden": [64], "code_dim": 16},
                    "rqvae_e32": {"epochs": 3, "hidden": [64], "code_dim": 8},
-                   "rqvae_sasrec": {"epochs": 3, "hidden": [64], "code_dim": 16}},
+                   "rqvae_sasrec": {"epochs": 3, "hidden": [64], "code_dim": 16},
+                   "letter": {"epochs": 3, "hidden": [64], "code_dim": 16}},
     "methods": {"sasrec": {"train": {"epochs": 1, "samples_per_epoch": 512, "batch_size": 128}}},
 }
 TINY_GENERATIVE = {
@@ -34,9 +35,9 @@ TINY_GENERATIVE = {
     "train": {"epochs": 1, "samples_per_epoch": 256, "batch_size": 64, "max_eval_samples": 64},
 }
 # The DECOR ablation rows run the same code as `decor` with other switches: CI runs tiger, its twin on the
-# second tokenizer, and decor only.
-KEPT_METHODS = ("popularity", "sasrec", "tiger", "tiger_e32", "decor")
-TOKENIZERS = ("rqvae", "rqvae_e32")
+# second tokenizer, decor, and DiscRec-L on LETTER's IDs (train@sasrec -> tokenize@letter -> ... -> train@discrec_l).
+KEPT_METHODS = ("popularity", "sasrec", "tiger", "tiger_e32", "decor", "discrec_l")
+TOKENIZERS = ("rqvae", "rqvae_e32", "letter")  # the tokenizers that read the text embeddings
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -60,7 +61,7 @@ def copy_repo(dest: Path) -> Path:
     # tiger_e32 and decor live under more_methods (outside the default run): moved under methods, as a user
     # adds a block to the DAG
     blocks = {**params["methods"], **params.pop("more_methods", {})}
-    params["methods"] = {name: merge(block, TINY_GENERATIVE) if block["model"] in ("tiger", "decor") else block
+    params["methods"] = {name: merge(block, TINY_GENERATIVE) if block["model"] in ("tiger", "decor", "discrec") else block
                          for name, block in blocks.items() if name in KEPT_METHODS}
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
@@ -190,7 +191,7 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     third = dvc(["repro"], work, quick)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     assert ran(third) == {"embed", *(f"{s}@{t}" for s in ("tokenize", "semantic_ids") for t in TOKENIZERS),
-                          *(f"{s}@{m}" for s in ("train", "evaluate") for m in ("tiger", "tiger_e32", "decor")),
+                          *(f"{s}@{m}" for s in ("train", "evaluate") for m in ("tiger", "tiger_e32", "decor", "discrec_l")),
                           "report"}, third.stdout
     restore_baseline(work, env)
     # Editing the second tokenizer re-runs its own chain and the one method that reads it, nothing else.
@@ -209,9 +210,13 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     done = dvc(["exp", "run", "--run-all"], work, quick)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     exp_logs = "".join(p.read_text(errors="replace") for p in (work / ".dvc" / "tmp" / "exps" / "run").glob("*/*.out"))
-    # SASRec's item embeddings feed the rqvae_sasrec tokenizer: its chain re-runs with it
-    assert set(re.findall(r"Running stage '([^']+)'", exp_logs)) == {
-        "train@sasrec", "evaluate@sasrec", "tokenize@rqvae_sasrec", "semantic_ids@rqvae_sasrec", "report"}, exp_logs[-3000:]
+    # SASRec's item embeddings feed the rqvae_sasrec and letter tokenizers: their chains re-run with it (DiscRec-L
+    # too when LETTER's IDs change, which three tiny epochs may or may not do); nothing else
+    swept_stages = set(re.findall(r"Running stage '([^']+)'", exp_logs))
+    assert {"train@sasrec", "evaluate@sasrec", "tokenize@rqvae_sasrec", "semantic_ids@rqvae_sasrec", "tokenize@letter",
+            "semantic_ids@letter", "report"} <= swept_stages <= {"train@sasrec", "evaluate@sasrec",
+            "tokenize@rqvae_sasrec", "semantic_ids@rqvae_sasrec", "tokenize@letter", "semantic_ids@letter",
+            "train@discrec_l", "evaluate@discrec_l", "report"}, exp_logs[-3000:]
     table = json.loads(dvc(["exp", "show", "--json"], work, env).stdout)
     swept = {exp["data"]["params"]["params.yaml"]["data"]["methods"]["sasrec"]["train"]["lr"]: exp["name"]
              for row in table for exp in (row.get("experiments") or []) for exp in exp.get("revs", [])}

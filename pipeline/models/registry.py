@@ -8,6 +8,7 @@ from __future__ import annotations
 from pipeline.config import ParamsError
 from pipeline.models.base import ModelInputs, Recommender
 from pipeline.models.decor import Decor
+from pipeline.models.discrec import Discrec
 from pipeline.models.etegrec import Etegrec
 from pipeline.models.popularity import MostPopular
 from pipeline.models.sasrec import SASRec
@@ -19,6 +20,7 @@ MODELS: dict[str, type[Recommender]] = {
     "tiger": Tiger,
     "decor": Decor,
     "etegrec": Etegrec,
+    "discrec": Discrec,
 }
 
 

@@ -116,6 +116,11 @@ class Tiger(Recommender):
         """Embeddings of decoder input ``tokens`` (B', T); ``step`` is the position of their first token."""
         return self.t5.shared(tokens)
 
+    def embed_decoder_last(self, prefix: torch.Tensor, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        """(B', 1, d): the embedding of the last of the decoder inputs ``prefix`` (B', step + 1), BOS first, for
+        one step of the incremental search. Per token by default; DiscRec's depends on the whole prefix."""
+        return self.embed_decoder(prefix[:, -1:], batch, step)
+
     # ----- training -------------------------------------------------------------------------------
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         labels = batch["labels"]
@@ -163,12 +168,12 @@ class Tiger(Recommender):
         mask = batch["attention_mask"]
         decoder = IncrementalT5Decoder(self.t5, encoded, mask)
         expanded = {k: v.repeat_interleave(beam_size, dim=0) for k, v in batch.items()}
-        state = {"last": torch.full((B, 1), BOS, device=mask.device)}
+        state = {"prefix": torch.full((B, 1), BOS, device=mask.device)}  # every beam's decoder inputs so far
 
         def step_fn(state, step):
             # step 0 has one live beam per user: run it on B rows, the beams copy its cache afterwards
             rows = batch if step == 0 else expanded
-            logits = decoder.step(self.embed_decoder(state["last"], rows, step))
+            logits = decoder.step(self.embed_decoder_last(state["prefix"], rows, step))
             logprobs = F.log_softmax(logits.float(), dim=-1)
             start = FIRST_CODE + step * K
             logprobs = logprobs[:, start : start + K]
@@ -179,9 +184,11 @@ class Tiger(Recommender):
                 return state  # the search is over: nothing reads the cache again
             if step == 0:
                 decoder.repeat(beam_size)
+                prefix = state["prefix"].repeat_interleave(beam_size, dim=0)
             else:
                 decoder.reorder(beam_idx)
-            state["last"] = (FIRST_CODE + step * K + codes)[:, None]
+                prefix = state["prefix"].index_select(0, beam_idx)
+            state["prefix"] = torch.cat([prefix, (FIRST_CODE + step * K + codes)[:, None]], dim=1)
             return state
 
         return constrained_beam_search(step_fn, state, B, beam_size, self.prefix_index(), reorder_fn)
