@@ -135,7 +135,7 @@ class RQVAETokenizer(_Strict):
 
 
 class LetterTokenizer(RQVAETokenizer):
-    """LETTER (Wang et al., CIKM 2024, §3.2): the RQ-VAE plus a collaborative and a diversity regulariser
+    """LETTER (Wang et al., CIKM 2024): the RQ-VAE plus a collaborative and a diversity regulariser
     (pipeline/letter.py). ``inputs``: [the text embeddings it quantises, the collaborative item vectors]."""
     model: Literal["letter"] = "letter"
     inputs: list[str] = Field(default_factory=lambda: ["data/processed/embeddings/embeddings.npy",

@@ -1,17 +1,18 @@
 """LETTER's regularisers on the RQ-VAE (Wang et al., "Learnable Item Tokenization for Generative
-Recommendation", CIKM 2024, §3.2), and how well a tokenizer's IDs follow the collaborative signal.
+Recommendation", CIKM 2024; its regularisers as the paper describes them, their
+settings as its official training script sets them), and how well a tokenizer's IDs follow the collaborative signal.
 
 The tokenizer is the RQ-VAE of ``pipeline.rqvae`` (its loss, its codebooks, its checkpoint) trained with
 two more terms, weighted by alpha and beta (``tokenizers.<name>.collaborative_weight`` / ``diversity_weight``):
 
-- **Collaborative regulariser** (§3.2.2): in-batch contrastive loss between each item's quantised latent
+- **Collaborative regulariser**: in-batch contrastive loss between each item's quantised latent
   ``r_hat`` and its collaborative embedding ``h`` (SASRec's item table): cross-entropy of the logits
   ``r_hat_i . W h_j`` with the item itself as the answer, so that items with similar interaction patterns
   get nearby quantised latents and hence shared codes. ``r_hat`` passes the straight-through estimator as in
   the official code, so this term trains the encoder, not the codes. The paper's latent and collaborative
   vectors have one width (32); ours differ (code_dim vs SASRec's hidden), so ``W`` is a learned linear map of
   the collaborative vectors into the code space (our choice; the identity when the widths agree).
-- **Diversity regulariser** (§3.2.3): each level's K codes are clustered (k-means, re-run every
+- **Diversity regulariser**: each level's K codes are clustered (k-means, re-run every
   ``diversity_refresh_epochs``); an item's code at a level is pulled toward another code of its own cluster
   and pushed from all other codes: cross-entropy of the logits ``e_c . e_k`` over the level's codes k (its
   own code c excluded), the answer a random other member of c's cluster. As in the official code the term

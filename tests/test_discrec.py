@@ -102,3 +102,13 @@ def test_discrec_learns_a_tiny_dataset_and_logs_its_gate(tmp_path):
     gate = [row["gate_collaborative_encoder"] for row in trainer.history]
     assert len(gate) == 60 and all(0 < g < 1 for g in gate) and gate[0] != gate[-1]
     assert "gate_collaborative_decoder" in trainer.history[-1]
+
+
+@pytest.mark.parametrize("switches", [{}, {"fusion": "sum"}, {"item_positions": False},
+                                      {"localized_transformer": False}, {"fusion": "semantic"}])
+def test_every_parameter_of_each_table_iii_row_is_trained(switches):
+    """A parameter outside the loss's graph would stop DistributedDataParallel (and is dead weight)."""
+    model = tiny_discrec(seed=0, **switches).train()
+    model.loss(varied_batch(model)).backward()
+    unused = [n for n, p in model.named_parameters() if p.grad is None]
+    assert unused == [], unused

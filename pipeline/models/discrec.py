@@ -62,11 +62,15 @@ class Discrec(Tiger):
         super().__init__(config, item_codes)  # T5 first: with fusion "semantic" its weights are TIGER's of one seed
         if config.fusion == "semantic":
             return
+        # only the parts a switch keeps: an unused parameter would stop DistributedDataParallel
         d = config.d_model
-        self.positions = nn.Embedding(config.depth + 2, d)  # V: rows 0..D-1 the item's tokens, D EOS, D + 1 BOS
-        self.branch = nn.TransformerEncoderLayer(d, config.branch_heads, config.branch_ff, config.dropout,
-                                                 activation="relu", batch_first=True)
-        self.gate = nn.Parameter(torch.zeros(2, d))  # G = [G_sem; G_col]
+        if config.item_positions:  # V: rows 0..D-1 the item's tokens, D EOS, D + 1 BOS
+            self.positions = nn.Embedding(config.depth + 2, d)
+        if config.localized_transformer:
+            self.branch = nn.TransformerEncoderLayer(d, config.branch_heads, config.branch_ff, config.dropout,
+                                                     activation="relu", batch_first=True)
+        if config.fusion == "gate":
+            self.gate = nn.Parameter(torch.zeros(2, d))  # G = [G_sem; G_col]
         self._gate_sums: dict[str, torch.Tensor] = {}
 
     # ----- the dual-branch module M(E, V) ---------------------------------------------------------
