@@ -43,7 +43,7 @@ class LocalSource(_Strict):
 
 class DataParams(_Strict):
     source: Literal["movielens-100k", "amazon2023", "amazon2018", "amazon2014", "local"] = "movielens-100k"
-    # Amazon category as spelled in the release's file names (datasets.md).
+    # Amazon category as spelled in the release's file names (README, "Switching to the papers' datasets").
     category: str = "Industrial_and_Scientific"
     # amazon2023: raw review file + metadata (reproduces the 5-core counts through `filter`), or the
     # official 5-core rating-only CSV + metadata (smaller download, same counts).
@@ -51,7 +51,7 @@ class DataParams(_Strict):
     # amazon2018: the 5-core review file, or the ratings-only CSV (LC-Rec's starting point).
     amazon2018_files: Literal["reviews_5core", "ratings"] = "reviews_5core"
     local: LocalSource = LocalSource()
-    # Mirror roots, tried in order (datasets.md).
+    # Mirror roots, tried in order (README, "Switching to the papers' datasets").
     mirrors: dict[str, list[str]] = Field(default_factory=dict)
     timeout_s: float = Field(30.0, gt=0)
     retries: int = Field(3, ge=0, le=20)
@@ -73,13 +73,13 @@ class FilterParams(_Strict):
     max_history: int = Field(20, ge=1)
     # Malformed lines (unparseable JSON/CSV) are skipped and counted; more than this stops the stage.
     max_bad_lines: int = Field(1000, ge=0)
-    # LC-Rec's processing drops items without metadata before k-core (datasets.md, Amazon 2018);
+    # LC-Rec's processing drops items without metadata before k-core (the LC-Rec paper, Amazon 2018);
     # the official Amazon 2023 5-core files keep them. Off by default.
     require_metadata: bool = False
 
 
 class TemplateParams(_Strict):
-    # Fields in order. DECOR's framework uses title, features, categories, description (datasets.md);
+    # Fields in order. DECOR's framework uses title, features, categories, description (the DECOR paper);
     # genres and year describe MovieLens. Fields absent from the items table are skipped.
     fields: list[str] = ["title", "features", "categories", "description", "genres", "year"]
     separator: str = " "  # between fields (DECOR: a space)

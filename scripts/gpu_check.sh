@@ -31,7 +31,7 @@ python benchmarks/bench_train.py --steps 100 --batch-size 256 2>&1 | tee "$OUT/b
 python benchmarks/bench_train.py --steps 100 --batch-size 256 --method decor --paper-size --no-sasrec --no-plain --no-grouped \
   2>&1 | tee "$OUT/bench_decor.txt"
 
-# TIGER's paper size (docs/methods.md §4) and the DECOR appendix's optimiser; validation on 2,000 users
+# TIGER's paper size (docs/method_reference.md §4) and the DECOR appendix's optimiser; validation on 2,000 users
 # every 2 epochs; the time budget is a safety stop, the cosine schedule is sized to EPOCHS.
 python scripts/run_method.py --workspace "$WS" --method tiger --report "$OUT/tiger.json" \
   --set methods.tiger.backbone.num_layers=4 --set methods.tiger.backbone.num_decoder_layers=4 \

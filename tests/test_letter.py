@@ -119,7 +119,6 @@ def test_diversity_targets_another_code_of_the_same_cluster():
 
 
 def test_codes_are_clustered_per_level():
-    books = torch.cat([torch.randn(1, 4, 2) * 0.01, torch.randn(1, 4, 2) * 0.01 + 10]).reshape(2, 4, 2)
     books = torch.stack([torch.cat([torch.zeros(4, 2), torch.full((4, 2), 10.0)]) + 0.01 * torch.randn(8, 2)] * 3)
     labels = cluster_codes(books, 2, torch.Generator().manual_seed(0))
     assert labels.shape == (3, 8)

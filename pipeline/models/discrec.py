@@ -60,6 +60,7 @@ class Discrec(Tiger):
 
     def __init__(self, config: DiscrecConfig, item_codes: torch.Tensor):
         super().__init__(config, item_codes)  # T5 first: with fusion "semantic" its weights are TIGER's of one seed
+        self._gate_sums: dict[str, torch.Tensor] = {}
         if config.fusion == "semantic":
             return
         # only the parts a switch keeps: an unused parameter would stop DistributedDataParallel
@@ -71,7 +72,6 @@ class Discrec(Tiger):
                                                      activation="relu", batch_first=True)
         if config.fusion == "gate":
             self.gate = nn.Parameter(torch.zeros(2, d))  # G = [G_sem; G_col]
-        self._gate_sums: dict[str, torch.Tensor] = {}
 
     # ----- the dual-branch module M(E, V) ---------------------------------------------------------
     def _fuse(self, embeds: torch.Tensor, item: torch.Tensor, position: torch.Tensor, causal: bool,
@@ -98,7 +98,7 @@ class Discrec(Tiger):
             self._gate_sums[key] = self._gate_sums[key] + value if key in self._gate_sums else value
 
     def epoch_diagnostics(self) -> dict[str, float]:
-        sums, self._gate_sums = getattr(self, "_gate_sums", {}), {}
+        sums, self._gate_sums = self._gate_sums, {}
         return {f"gate_collaborative_{side}": float(sums[f"{side}_sum"]) / max(1.0, float(sums[f"{side}_n"]))
                 for side in ("encoder", "decoder") if f"{side}_n" in sums}
 
