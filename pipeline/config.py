@@ -67,9 +67,9 @@ class DataParams(_Strict):
 
 
 class FilterParams(_Strict):
-    # Iterative k-core on users and items (methods.md §1: 5 in every paper).
+    # Iterative k-core on users and items (docs/method_reference.md §1: 5 in every paper).
     k: int = Field(5, ge=1)
-    # Most recent items kept as history (methods.md §1: 20 for TIGER/DECOR/DiscRec/LETTER, 50 ETEGRec).
+    # Most recent items kept as history (docs/method_reference.md §1: 20 for TIGER/DECOR/DiscRec/LETTER, 50 ETEGRec).
     max_history: int = Field(20, ge=1)
     # Malformed lines (unparseable JSON/CSV) are skipped and counted; more than this stops the stage.
     max_bad_lines: int = Field(1000, ge=0)
@@ -106,7 +106,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a block name is a folder name 
 
 
 class RQVAETokenizer(_Strict):
-    """An RQ-VAE over item text embeddings (methods.md §3); one ``tokenizers.<name>`` block."""
+    """An RQ-VAE over item text embeddings (docs/method_reference.md §3); one ``tokenizers.<name>`` block."""
     model: Literal["rqvae"] = "rqvae"
     # The files it reads; DVC deps of tokenize@<name> (the first and the last entry, so at most two).
     inputs: list[str] = Field(default_factory=lambda: ["data/processed/embeddings/embeddings.npy"],
@@ -125,7 +125,7 @@ class RQVAETokenizer(_Strict):
     # off in TIGER (false = TIGER's setting): without it level 1 collapses to a few codes on small
     # catalogues (MovieLens-100K: 1 code of 256 after 20 epochs).
     dead_code_restart: bool = True
-    # TIGER: 20k epochs, batch 1024, Adagrad lr 0.4; others AdamW lr 1e-3, wd 1e-4 (methods.md §3).
+    # TIGER: 20k epochs, batch 1024, Adagrad lr 0.4; others AdamW lr 1e-3, wd 1e-4 (docs/method_reference.md §3).
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(1024, ge=1)
     optimizer: Literal["adamw", "adagrad"] = "adamw"

@@ -1,4 +1,4 @@
-"""Constrained beam search over semantic IDs: every finished beam is a real item (methods.md §4).
+"""Constrained beam search over semantic IDs: every finished beam is a real item (docs/method_reference.md §4).
 
 The item IDs are fixed-length digit strings (c_1..c_L, c_dup) in base K, each read as one integer key.
 The index is a packed trie: for every level, the sorted keys of the distinct prefixes and a (prefixes, K)

@@ -55,26 +55,49 @@ def as_task(fn: Callable | None = None, **options):
 
 
 def as_flow(fn: Callable | None = None, **options):
+    """A Prefect flow (its prints logged) when orchestrated, else the function itself.
+
+    A user error (``USER_ERRORS``: bad params or input) ends the flow run as Failed with a one-line
+    message and reaches the caller as the same exception, which ``run_stage`` prints once: Prefect's own
+    ERROR line and traceback are for real crashes only."""
     if fn is None:
         return functools.partial(as_flow, **options)
     if not orchestrated():
         return fn
     from prefect import flow
+    from prefect.states import Failed
 
-    return flow(fn, log_prints=True, validate_parameters=False, **options)
+    @functools.wraps(fn)
+    def refusing(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            return Failed(message=f"{type(exc).__name__}: the stage refused its params or input (its output says why)",
+                          data=exc)
+
+    return flow(refusing, log_prints=True, validate_parameters=False, **options)
 
 
-def _retryable(task, task_run, state) -> bool:
-    """Retry a failed download unless no mirror could be reached at all (then fail at once)."""
-    return not isinstance(getattr(state, "data", None), NetworkUnavailable)
+def _reachable_or_none(rf: RemoteFile, mirrors, out, timeout):
+    """fetch_from_mirrors, with "no mirror reachable at all" returned instead of raised: that is an expected
+    outcome on offline machines (MovieLens then comes from the package index), so the task completes and
+    the stage logs the fallback as information, instead of a failed task and its traceback."""
+    try:
+        return fetch_from_mirrors(rf, mirrors, out, timeout)
+    except NetworkUnavailable as exc:
+        return exc
 
 
 def download_flow(params: Params, raw_dir: Path) -> dict:
-    fetch_task = as_task(fetch_from_mirrors, name="fetch", retries=params.data.retries,
-                         retry_delay_seconds=[2, 10, 30], retry_condition_fn=_retryable)
+    # Retries are for HTTP failures (a mirror answered): no connection at all is returned at once, unretried.
+    fetch_task = as_task(_reachable_or_none, name="fetch", retries=params.data.retries,
+                         retry_delay_seconds=[2, 10, 30])
 
     def fetch(rf: RemoteFile, mirrors, out, timeout):
-        return fetch_task(rf, mirrors, out, timeout)
+        outcome = fetch_task(rf, mirrors, out, timeout)
+        if isinstance(outcome, NetworkUnavailable):
+            raise outcome
+        return outcome
 
     return as_flow(download, name="download")(params.data, raw_dir, fetch=fetch)
 

@@ -1,7 +1,7 @@
 """Atomic, deterministic artifact writing.
 
 A stage writes every output under a temporary name and renames it into place, so an interrupted
-stage never leaves a half-written file that DVC could mistake for a result (architecture.md).
+stage never leaves a half-written file that DVC could mistake for a result.
 Tables are sorted by the caller and written with fixed settings so identical inputs give identical
 bytes, which lets DVC skip downstream stages.
 """

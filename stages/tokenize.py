@@ -1,4 +1,4 @@
-"""DVC stage `tokenize@<tokenizer>`: train the tokenizer of block tokenizers.<tokenizer> (methods.md §3)."""
+"""DVC stage `tokenize@<tokenizer>`: train the tokenizer of block tokenizers.<tokenizer> (docs/method_reference.md §3)."""
 import sys
 
 from pipeline import paths, tracking

@@ -41,7 +41,7 @@ class Workspace:
     root: Path
 
     def write_sequences(self) -> None:
-        """Leave-one-out splits as the filter stage writes them (methods.md §1)."""
+        """Leave-one-out splits as the filter stage writes them (docs/method_reference.md §1)."""
         seqs = pattern_sequences()
         d = paths.SEQUENCES
         d.mkdir(parents=True, exist_ok=True)

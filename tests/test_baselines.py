@@ -246,7 +246,7 @@ def test_sasrec_weights_round_trip_through_safetensors(tmp_path):
 
 # ----- most popular -------------------------------------------------------------------------------------
 
-# Leave-one-out on these sequences (methods.md §1): training interactions are all but the last two items.
+# Leave-one-out on these sequences (docs/method_reference.md §1): training interactions are all but the last two items.
 SEQUENCES = [
     [5, 3, 1, 6, 0],  # train 5 3 1 | valid 6 | test 0
     [3, 1, 5, 2, 6, 0],  # train 3 1 5 2 | valid 6 | test 0

@@ -2,6 +2,7 @@
 
 A small HTTP server on 127.0.0.1 stands in for a mirror.
 """
+import gzip
 import hashlib
 import http.server
 import json
@@ -11,8 +12,9 @@ import threading
 import pytest
 
 from pipeline.config import params_from_dict
-from pipeline.data.download import (DownloadError, NetworkUnavailable, RemoteFile, download,
+from pipeline.data.download import (MANIFEST, DownloadError, NetworkUnavailable, RemoteFile, download,
                                     fetch_from_mirrors, fetch_url)
+from pipeline.data.readers import DataError
 
 PAYLOAD = bytes(range(256)) * 4000  # ~1 MB
 
@@ -94,11 +96,12 @@ def test_files_already_present_are_used_and_recorded_in_the_manifest(tmp_path):
     p = params_from_dict({"data": {"source": "amazon2018", "category": "Beauty",
                                    "mirrors": {"amazon2018": [f"http://127.0.0.1:{closed_port()}"]}}})
     for name in ("Beauty_5.json.gz", "meta_Beauty.json.gz"):
-        (tmp_path / name).write_bytes(name.encode())
+        (tmp_path / name).write_bytes(gzip.compress(name.encode(), mtime=0))
     (tmp_path / "stale_from_other_source.csv").write_text("x")
     manifest = download(p.data, tmp_path)
     assert set(manifest["files"]) == {"Beauty_5.json.gz", "meta_Beauty.json.gz"}
-    assert manifest["files"]["Beauty_5.json.gz"]["sha256"] == hashlib.sha256(b"Beauty_5.json.gz").hexdigest()
+    assert manifest["files"]["Beauty_5.json.gz"]["sha256"] == \
+        hashlib.sha256(gzip.compress(b"Beauty_5.json.gz", mtime=0)).hexdigest()
     assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
     assert not (tmp_path / "stale_from_other_source.csv").exists()
 
@@ -107,3 +110,30 @@ def test_local_source_missing_file_is_named(tmp_path):
     p = params_from_dict({"data": {"source": "local", "local": {"dir": str(tmp_path), "name": "Shop"}}})
     with pytest.raises(DownloadError, match=r"Shop.inter.json: not found"):
         download(p.data, tmp_path / "raw")
+
+
+def test_a_cut_off_download_is_removed_and_never_recorded(tmp_path):
+    """A mirror that ends the transfer early (the HTTP layer saw nothing wrong): the gzip stream is checked to
+    its end before the manifest records the file, and the broken copy is deleted so that a re-run fetches it."""
+    p = params_from_dict({"data": {"source": "amazon2014", "category": "Beauty"}})
+    whole = gzip.compress(b'{"reviewerID": "A", "asin": "B", "unixReviewTime": 1400000000}\n' * 500, mtime=0)
+
+    def cut_fetch(rf, mirrors, raw_dir, timeout):
+        (raw_dir / rf.name).write_bytes(whole[: len(whole) // 2])
+        return f"https://mirror.example/{rf.name}"
+
+    with pytest.raises(DataError) as err:
+        download(p.data, tmp_path, fetch=cut_fetch)
+    msg = str(err.value)
+    assert "reviews_Beauty_5.json.gz: the file is cut off" in msg and "removed, so that the next run" in msg
+    assert not (tmp_path / "reviews_Beauty_5.json.gz").exists() and not (tmp_path / MANIFEST).exists()
+
+
+def test_a_broken_file_the_user_put_in_place_is_named_not_deleted(tmp_path):
+    p = params_from_dict({"data": {"source": "amazon2014", "category": "Beauty"}})
+    for name in ("reviews_Beauty_5.json.gz", "meta_Beauty.json.gz"):
+        whole = gzip.compress(b"{}\n" * 100, mtime=0)
+        (tmp_path / name).write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=r"cut off.*\n\(This file was already in .*replace it with a complete copy"):
+        download(p.data, tmp_path)
+    assert (tmp_path / "reviews_Beauty_5.json.gz").exists()

@@ -1,4 +1,4 @@
-"""The 5-core / ordering / leave-one-out protocol of methods.md §1, on small frames built here."""
+"""The 5-core / ordering / leave-one-out protocol of docs/method_reference.md §1, on small frames built here."""
 import numpy as np
 import polars as pl
 import pytest

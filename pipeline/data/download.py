@@ -20,12 +20,13 @@ import requests
 from tqdm.auto import tqdm
 
 from pipeline.config import DataParams
+from pipeline.data.readers import DataError, check_complete
 from pipeline.io import atomic_path, sha256_file, write_json
 
 MANIFEST = "manifest.json"
 
 DEFAULT_MIRRORS = {
-    # datasets.md: two mirrors with the same layout (and the Hugging Face hub, which needs a token-less
+    # docs/datasets.md: two mirrors with the same layout (and the Hugging Face hub, which needs a token-less
     # hub client we do not want at run time).
     "amazon2023": [
         "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_2023",
@@ -72,7 +73,7 @@ class SourcePlan:
 
 
 def plan_source(p: DataParams) -> SourcePlan:
-    """The files a remote source needs (datasets.md gives the layouts)."""
+    """The files a remote source needs (docs/datasets.md gives the layouts)."""
     mirrors = list(p.mirrors.get(p.source) or DEFAULT_MIRRORS.get(p.source, []))
     cat = p.category
     if p.source == "amazon2023":
@@ -187,13 +188,19 @@ def local_files(p: DataParams) -> list[tuple[str, Path, bool]]:
 
 
 def copy_local(p: DataParams, raw_dir: Path) -> dict[str, dict]:
-    entries = {}
+    """Copy the user's files into ``raw_dir``, once all of them are found and complete (a refused run leaves
+    ``raw_dir`` as it was)."""
+    files = []
     for name, src, required in local_files(p):
         if not src.exists():
             if required:
                 raise DownloadError(f"{src}: not found (data.local.dir = {p.local.dir!r}); "
                                     f"put the file there or fix data.local in params.yaml")
             continue
+        check_complete(src)
+        files.append((name, src))
+    entries = {}
+    for name, src in files:
         with atomic_path(raw_dir / name) as tmp:
             shutil.copyfile(src, tmp)
         entries[name] = {"origin": str(src)}
@@ -252,10 +259,26 @@ def download(p: DataParams, raw_dir: str | Path, fetch=None) -> dict:
         if e["origin"] == "already present" and prev.get("size") == e["size"]:
             e.update(origin=prev.get("origin", e["origin"]), sha256=prev["sha256"])
         else:
+            if p.source != "local":  # (copy_local checked the user's files before copying them)
+                _check_fetched(f, e["origin"])
             e["sha256"] = sha256_file(f)
     manifest = {"source": p.source, "dataset": p.dataset_name, "files": dict(sorted(entries.items()))}
     write_json(manifest, raw_dir / MANIFEST)
     return manifest
+
+
+def _check_fetched(path: Path, origin: str) -> None:
+    """A downloaded (or user-supplied) compressed file must decode to its end before the manifest records it;
+    a broken download is removed, so that the next run fetches it again."""
+    try:
+        check_complete(path)
+    except DataError as exc:
+        if origin == "already present":
+            raise DataError(f"{exc}\n(This file was already in {path.parent}; replace it with a complete copy.)") \
+                from None
+        path.unlink()
+        raise DataError(f"{exc}\n(Downloaded from {origin}; removed, so that the next run fetches it again.)") \
+            from None
 
 
 def _read_manifest(raw_dir: Path) -> dict:

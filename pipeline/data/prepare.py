@@ -32,8 +32,11 @@ def prepare(params: Params, raw_dir: str | Path, out_dir: str | Path, log=print)
                         f"data.source={params.data.source!r}; run the download stage again")
     fp = params.filter
     t0 = time.perf_counter()
+    # Errors and the summary name the user's own file (the local source's origin), not its copy in data/raw.
+    shown = {name: entry["origin"] for name, entry in manifest["files"].items()} \
+        if params.data.source == "local" else {}
     inter, item_text, report = read_source(params.data.source, raw_dir, manifest["files"], max_bad=fp.max_bad_lines,
-                                           local=params.data.local)
+                                           local=params.data.local, shown=shown)
     log(f"read {inter.height:,} interactions and {0 if item_text is None else item_text.height:,} item records "
         f"in {time.perf_counter() - t0:.1f}s")
     keep = None
@@ -41,7 +44,10 @@ def prepare(params: Params, raw_dir: str | Path, out_dir: str | Path, log=print)
         if item_text is None:
             raise DataError("filter.require_metadata is true but the source has no item metadata file")
         keep = item_text["raw_item_id"]
-    seq = build_sequences(inter, fp.k, keep_items=keep)
+    try:
+        seq = build_sequences(inter, fp.k, keep_items=keep)
+    except DataError as exc:  # nothing survived the filter: name the file it read
+        raise DataError(f"{report.interactions_file}: {exc}") from None
     splits = leave_one_out(seq.interactions, fp.max_history)
     items = seq.items
     n_without_text = items.height
@@ -59,6 +65,7 @@ def prepare(params: Params, raw_dir: str | Path, out_dir: str | Path, log=print)
         "items_without_text": n_without_text,
         "malformed_lines_skipped": sum(report.bad_lines.values()),
         "literal_lines_parsed": report.literal_fallbacks,
+        "timestamps_converted": report.timestamps_converted,
         "train_samples": splits["train"].num_rows,
         "valid_samples": splits["valid"].num_rows,
         "test_samples": splits["test"].num_rows,
@@ -76,4 +83,7 @@ def prepare(params: Params, raw_dir: str | Path, out_dir: str | Path, log=print)
         for name, table in splits.items():
             write_parquet(table, tmp / f"{name}.parquet")
         write_json(stats, tmp / "stats.json")
+    # What was skipped or repaired, printed last so that it is what a user sees when the stage ends.
+    for line in report.summary(shown):
+        log(f"note: {line}")
     return stats

@@ -1,35 +1,44 @@
 """Parse raw files into two frames: interactions (user, item, timestamp in file order) and item text.
 
-Field spellings found in the wild are accepted (datasets.md): the item id is ``parent_asin`` when
+Field spellings found in the wild are accepted (docs/datasets.md): the item id is ``parent_asin`` when
 present (Amazon 2023 keys its metadata by it), else ``asin``; the user is ``user_id`` or
 ``reviewerID``; the time is ``timestamp`` (ms, 2023), ``sortTimestamp`` or ``unixReviewTime`` (s).
-Only the order of timestamps within a user matters downstream, so units are kept as they are.
+Only the order of timestamps within a user matters downstream, so a column's unit is kept as it is;
+a column that mixes Unix seconds, milliseconds and microseconds (values about x1000 apart) is converted
+to its finest unit, and the stage prints how many values it converted (``harmonise_time_units``).
 
-Bad input policy (architecture.md, "Errors"):
+Bad input policy (README, "Bad input"):
 - a malformed line (not JSON, wrong number of CSV fields) is skipped and counted; more than
-  ``max_bad_lines`` stops with the file and the first bad line;
-- a missing required field, or a timestamp that is not a number, stops at once naming file and line.
+  ``max_bad_lines`` stops with the file and the first bad line; the stage prints the count and the first;
+- a missing required field, an id that is not a string or an integer, or a timestamp that is not a number
+  stops at once naming file and line;
+- a file that cannot be decoded (a compressed file cut off, a damaged archive or Parquet file), an empty
+  file and a file without a single interaction stop with one message naming the user's file
+  (``reading``): never a traceback.
 """
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
 import gzip
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import orjson
 import polars as pl
+import pyarrow as pa
 
 USER_KEYS = ("user_id", "reviewerID", "user")
 ITEM_KEYS = ("parent_asin", "asin", "item_id", "item")
 TIME_KEYS = ("timestamp", "sortTimestamp", "unixReviewTime", "time")
 
 # Item text fields and their spellings across releases; list values are joined with ", " as DECOR's
-# framework does (datasets.md, "Item text as DECOR's framework builds it").
+# framework does (docs/datasets.md, "Item text").
 TEXT_FIELDS = {
     "title": ("title",),
     "brand": ("brand", "store"),
@@ -46,10 +55,37 @@ class DataError(ValueError):
 
 @dataclass
 class ReadReport:
-    """What parsing saw, for the stats file."""
-    bad_lines: dict[str, int] = field(default_factory=dict)
+    """What parsing saw, for the stats file and the summary the stage prints at its end."""
+    bad_lines: dict[str, int] = field(default_factory=dict)  # file name -> malformed lines skipped
+    first_bad: dict[str, str] = field(default_factory=dict)  # file name -> "line N: why"
     literal_fallbacks: int = 0
     lines_read: int = 0
+    timestamps_converted: int = 0
+    interactions_file: str = ""  # the user's interactions file, as errors name it
+    header_rows: int = 0  # header rows read (a file of a header alone holds no interaction)
+    not_utf8: dict[str, list[int]] = field(default_factory=dict)  # file name -> [lines, first line]
+    repairs: list[str] = field(default_factory=list)  # what was repaired: count and first example
+    notices: list[str] = field(default_factory=list)  # what a user should know but needs no repair
+    line: int = 0  # the line the current reader is at: a decoding failure mid-stream names it
+
+    def summary(self, shown: dict[str, str]) -> list[str]:
+        """One line per file with skipped lines, per repair and per notice."""
+        lines = [f"skipped {n:,} malformed line(s) of {shown.get(name, name)} (first: {self.first_bad[name]})"
+                 for name, n in self.bad_lines.items()]
+        if self.literal_fallbacks:
+            lines.append(f"read {self.literal_fallbacks:,} line(s) written as Python literals, not JSON "
+                         f"(the old Amazon metadata files are)")
+        for name, (n, first) in self.not_utf8.items():
+            lines.append(f"{shown.get(name, name)}: {n:,} line(s) hold bytes that are not UTF-8 (first: line {first}); "
+                         f"they were read with U+FFFD in their place, which merges ids that differ only there. "
+                         f"Re-encode the file as UTF-8")
+        return lines + self.repairs + self.notices
+
+    def check_text(self, path: Path, line_no: int, text: str) -> None:
+        """Count a line whose undecodable bytes became U+FFFD (the readers decode with errors="replace")."""
+        if "\ufffd" in text:
+            seen = self.not_utf8.setdefault(path.name, [0, line_no])
+            seen[0] += 1
 
 
 class BadLines:
@@ -64,6 +100,7 @@ class BadLines:
         self.report.bad_lines[self.path.name] = self.count
         if self.first is None:
             self.first = (line_no, reason)
+            self.report.first_bad[self.path.name] = f"line {line_no}: {reason}"
         if self.count > self.limit:
             n, why = self.first
             raise DataError(
@@ -78,6 +115,89 @@ def open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", errors="replace")
 
 
+def _cut_off(exc: BaseException) -> bool:
+    """Whether a decoding failure says the data ends early (an interrupted download or copy)."""
+    text = str(exc).lower()
+    return isinstance(exc, EOFError) or any(w in text for w in (
+        "unexpected end", "ended before", "truncated", "incomplete", "must end with par1", "magic bytes not found",
+        "end-of-stream"))
+
+
+# What a reader meets in a file it cannot decode: gzip/zlib, zip, UTF-8, polars' CSV/NDJSON/Parquet readers
+# and pyarrow's Parquet reader. Each becomes one DataError (``reading``).
+DECODE_ERRORS = (EOFError, OSError, zlib.error, zipfile.BadZipFile, UnicodeDecodeError, pl.exceptions.PolarsError,
+                 pa.ArrowException)
+
+
+@contextlib.contextmanager
+def reading(path: Path, shown: str | Path, report: ReadReport):
+    """Read ``path`` (a copy under data/raw) in this block; every failure is one DataError that names
+    ``shown``, the user's own file, with the line reached where there is one."""
+    report.line = 0
+    shown = str(shown)
+    try:
+        yield
+        report.notices = [n.replace(str(path), shown) for n in report.notices]
+    except DataError as exc:
+        raise DataError(str(exc).replace(str(path), shown)) from None
+    except DECODE_ERRORS as exc:
+        where = f" (after line {report.line:,})" if report.line else ""
+        size = f"{path.stat().st_size:,} bytes" if path.exists() else "missing"
+        if _cut_off(exc):
+            raise DataError(f"{shown}: the file is cut off{where}: its data ends before its end marker "
+                            f"({type(exc).__name__}: {exc}; the file is {size}). An interrupted download or copy "
+                            f"leaves such a file: fetch or copy it again.") from None
+        raise DataError(f"{shown}: cannot be read{where} ({type(exc).__name__}: {exc}; the file is {size}). "
+                        f"Check that it is the kind its name says (.gz, .zip, .parquet, UTF-8 text).") from None
+
+
+def check_complete(path: Path, shown: str | Path | None = None) -> None:
+    """Decode a gzip, zip or Parquet file to its end (CRC checks included): a file cut short by an
+    interrupted download or copy fails here, as one DataError naming ``shown``, before anything records it."""
+    with reading(path, shown or path, ReadReport()):
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                while f.read(1 << 22):
+                    pass
+        elif path.suffix == ".zip":
+            with zipfile.ZipFile(path) as z:
+                damaged = z.testzip()
+            if damaged:
+                raise zipfile.BadZipFile(f"member {damaged} fails its CRC check")
+        elif path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            pq.ParquetFile(path)
+
+
+def ends_with_line_end(path: Path) -> bool:
+    """Whether an uncompressed text file's last byte ends a line (an empty file counts as ended)."""
+    if path.suffix in (".gz", ".zip", ".parquet"):
+        return True  # a cut compressed file fails to decode instead
+    size = path.stat().st_size
+    if not size:
+        return True
+    with open(path, "rb") as f:
+        f.seek(size - 1)
+        return f.read(1) in (b"\n", b"\r")
+
+
+def _last_line_notice(path: Path, report: ReadReport, kept: bool) -> None:
+    if not ends_with_line_end(path):
+        what = ("read as a complete record" if kept else "skipped as malformed")
+        report.notices.append(f"{path}: the last line has no line end and was {what}; if the file was cut off "
+                              f"(an interrupted copy), copy it again")
+
+
+def _id(value, path: Path, line_no: int, what: str) -> str:
+    """A user or item id: a string or an integer (a float, a boolean, a list... is refused: 12.0 and 12
+    would silently be two items)."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return str(value)
+    raise DataError(f"{path}:{line_no}: the {what} id {value!r} is a {type(value).__name__}; ids must be strings "
+                    f"or integers. Fix that field, or drop the line.")
+
+
 def _pick(rec: dict, keys: Iterable[str]):
     for k in keys:
         v = rec.get(k)
@@ -86,40 +206,52 @@ def _pick(rec: dict, keys: Iterable[str]):
     return None
 
 
+MAX_TIMESTAMP = 2 ** 62  # beyond nanoseconds of any date: a value outside is not a time (and not an Int64)
+
+
 def parse_timestamp(value, path: Path, line_no: int) -> int:
-    if isinstance(value, bool):
-        value = None
-    if isinstance(value, (int, float)):
-        return int(value)
     try:
-        return int(float(str(value).strip()))
-    except (TypeError, ValueError):
+        if isinstance(value, bool):
+            raise TypeError
+        number = int(value) if isinstance(value, int) else int(float(value if isinstance(value, float)
+                                                                       else str(value).strip()))
+    except (TypeError, ValueError, OverflowError):  # NaN and infinity included
         raise DataError(
             f"{path}:{line_no}: timestamp {value!r} is not a number; timestamps must be Unix times "
             f"(seconds or milliseconds). Convert the column, or drop that line."
         ) from None
+    if not -MAX_TIMESTAMP < number < MAX_TIMESTAMP:
+        raise DataError(f"{path}:{line_no}: timestamp {value!r} is out of the range of any time unit; "
+                        f"timestamps must be Unix times (seconds or milliseconds). Fix or drop that line.")
+    return number
 
 
 def _json_lines(path: Path, bad: BadLines, report: ReadReport) -> Iterator[tuple[int, dict]]:
     """Yield (line number, record); JSON first, then a Python-literal parser (old Amazon metadata)."""
+    last_ok = True
     with open_text(path) as f:
         for line_no, line in enumerate(f, 1):
+            report.line = line_no
             if not line.strip():
                 continue
             report.lines_read += 1
+            report.check_text(path, line_no, line)
+            last_ok = False
             try:
                 rec = orjson.loads(line)
             except orjson.JSONDecodeError:
                 try:
                     rec = ast.literal_eval(line.strip())
                     report.literal_fallbacks += 1
-                except (ValueError, SyntaxError, MemoryError, RecursionError):
+                except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                     bad.add(line_no, "not JSON")
                     continue
             if not isinstance(rec, dict):
                 bad.add(line_no, "not a JSON object")
                 continue
+            last_ok = True
             yield line_no, rec
+    _last_line_notice(path, report, kept=last_ok)
 
 
 def _missing(path: Path, line_no: int, what: str, keys: tuple[str, ...]) -> DataError:
@@ -138,8 +270,8 @@ def read_review_jsonl(path: Path, max_bad: int, report: ReadReport) -> pl.DataFr
             raise _missing(path, line_no, "item", ITEM_KEYS)
         if t is None:
             raise _missing(path, line_no, "timestamp", TIME_KEYS)
-        users.append(str(u))
-        items.append(str(i))
+        users.append(_id(u, path, line_no, "user"))
+        items.append(_id(i, path, line_no, "item"))
         times.append(parse_timestamp(t, path, line_no))
     return pl.DataFrame({"user": users, "item": items, "timestamp": times},
                         schema={"user": pl.String, "item": pl.String, "timestamp": pl.Int64})
@@ -147,7 +279,7 @@ def read_review_jsonl(path: Path, max_bad: int, report: ReadReport) -> pl.DataFr
 
 def _first_bad_timestamp(df: pl.DataFrame, col: str) -> int | None:
     as_num = df[col].str.strip_chars().cast(pl.Float64, strict=False)
-    bad = as_num.is_null() & df[col].is_not_null()
+    bad = (as_num.is_null() | ~(as_num.abs() < MAX_TIMESTAMP).fill_null(True)) & df[col].is_not_null()
     idx = bad.arg_true()
     return int(idx[0]) if len(idx) else None
 
@@ -163,7 +295,11 @@ def read_delimited(path: Path, columns: dict[str, str], max_bad: int, report: Re
     applies the bad-line policy with exact line numbers.
     """
     with open_text(path) as f:
-        first = f.readline().rstrip("\n\r")
+        first = f.readline()
+        if not first.strip() and not f.read(1 << 16).strip():
+            raise DataError(f"{path}: no interactions to read: it is empty (not even a header row). Check that "
+                            f"the right file was copied, and copy it again.")
+        first = first.rstrip("\n\r")
     # RecBole's atomic files type their header fields ("user_id:token"); the name is before the colon.
     first_names = [c.strip().strip('"').split(":")[0] for c in first.split(separator)]
     if header is None:
@@ -177,16 +313,19 @@ def read_delimited(path: Path, columns: dict[str, str], max_bad: int, report: Re
                             f"Set the data.local.*_column parameters to the file's names.")
     wanted = [columns["user"], columns["item"], columns["timestamp"]]
     offset = 2 if header else 1  # line number of the first data row
+    report.header_rows += int(header)
     df = None
     try:
         df = pl.read_csv(path, separator=separator, has_header=False, skip_rows=1 if header else 0,
                          new_columns=file_names, infer_schema=False, quote_char='"', encoding=encoding)
         df = df.select(wanted)
-        if df.null_count().sum_horizontal().item() or df.width != 3:
-            df = None  # ragged or empty fields: let the careful reader classify them
-    except (pl.exceptions.ComputeError, pl.exceptions.ShapeError, pl.exceptions.NoDataError):
-        df = None
+        if (df.null_count().sum_horizontal().item() or df.width != 3
+                or df.select(pl.any_horizontal(pl.all().str.contains("\n")).any()).item()):
+            df = None  # ragged or empty fields, a quote left open: let the careful reader classify them
+    except DECODE_ERRORS:
+        df = None  # the careful reader names the line, or `reading` the decoding failure
     if df is not None:
+        _last_line_notice(path, report, kept=True)
         report.lines_read += df.height
         bad_at = _first_bad_timestamp(df, columns["timestamp"])
         if bad_at is not None:
@@ -207,16 +346,25 @@ def _read_delimited_slow(path, file_names, columns, max_bad, report, separator, 
         if path.suffix == ".gz" else (lambda: open(path, encoding=encoding, errors="replace", newline=""))
     with opener() as f:
         reader = csv.reader(f, delimiter=separator)
+        end = 0
+        last_ok = True
         for row in reader:
-            line_no = reader.line_num
+            line_no, end = end + 1, reader.line_num
+            report.line = end
             if header and line_no == 1:
                 continue
             if not row:
                 continue
             report.lines_read += 1
+            report.check_text(path, line_no, "".join(row))
+            last_ok = False
+            if end > line_no:  # a quote opened and not closed on its line swallowed the lines after it
+                raise DataError(f"{path}:{line_no}: a quoted field opened on this line runs on to line {end}, "
+                                f"taking the lines between into one field; close the quote (or remove it).")
             if len(row) != len(file_names):
                 bad.add(line_no, f"{len(row)} fields, expected {len(file_names)}")
                 continue
+            last_ok = True
             u, i, t = row[idx["user"]], row[idx["item"]], row[idx["timestamp"]]
             for what, v in (("user", u), ("item", i), ("timestamp", t)):
                 if v.strip() == "":
@@ -225,6 +373,7 @@ def _read_delimited_slow(path, file_names, columns, max_bad, report, separator, 
             users.append(u)
             items.append(i)
             times.append(parse_timestamp(t, path, line_no))
+    _last_line_notice(path, report, kept=last_ok)
     return pl.DataFrame({"user": users, "item": items, "timestamp": times},
                         schema={"user": pl.String, "item": pl.String, "timestamp": pl.Int64})
 
@@ -275,6 +424,11 @@ def read_sequences_json(path: Path) -> pl.DataFrame:
     for u, seq in data.items():
         if not isinstance(seq, list):
             raise DataError(f"{path}: user {u!r}: expected a list of items, got {type(seq).__name__}")
+        for position, item in enumerate(seq):
+            if not (isinstance(item, str) and item.strip()
+                    or isinstance(item, int) and not isinstance(item, bool)):
+                raise DataError(f"{path}: user {u!r}, position {position}: {item!r} is not an item id (ids are "
+                                f"strings or integers); remove it from the list or put the right id there.")
         users.extend([str(u)] * len(seq))
         items.extend(str(i) for i in seq)
         times.extend(range(len(seq)))
@@ -315,6 +469,11 @@ def read_table(path: Path, columns: dict[str, str], max_bad: int, report: ReadRe
         df = df.select(pl.col(columns["user"]).cast(pl.String).alias("user"),
                        pl.col(columns["item"]).cast(pl.String).alias("item"),
                        pl.col(columns["timestamp"]).alias("timestamp"))
+        for ours in ("user", "item", "timestamp"):
+            empty = (df[ours].is_null() | (df[ours].cast(pl.String).str.strip_chars() == "")).arg_true()
+            if len(empty):
+                raise DataError(f"{path}: row {int(empty[0]) + 1}: empty {ours} ({columns[ours]!r}); every "
+                                f"interaction needs a user, an item and a timestamp ({len(empty):,} rows lack one).")
         if not df["timestamp"].dtype.is_numeric():
             bad_at = _first_bad_timestamp(df.with_columns(pl.col("timestamp").cast(pl.String)), "timestamp")
             if bad_at is not None:
@@ -329,8 +488,8 @@ def read_table(path: Path, columns: dict[str, str], max_bad: int, report: ReadRe
             for what, v in vals.items():
                 if v is None or v == "":
                     raise DataError(f"{path}:{line_no}: missing {what} field {columns[what]!r}")
-            users.append(str(vals["user"]))
-            items.append(str(vals["item"]))
+            users.append(_id(vals["user"], path, line_no, "user"))
+            items.append(_id(vals["item"], path, line_no, "item"))
             times.append(parse_timestamp(vals["timestamp"], path, line_no))
         return pl.DataFrame({"user": users, "item": items, "timestamp": times},
                             schema={"user": pl.String, "item": pl.String, "timestamp": pl.Int64})
@@ -379,6 +538,8 @@ def read_movielens_zip(path: Path, max_bad: int, report: ReadReport) -> tuple[pl
     try:
         inter = read_delimited(tmp, {"user": "user", "item": "item", "timestamp": "timestamp"}, max_bad, report,
                                separator="\t", header=False, names=["user", "item", "rating", "timestamp"])
+    except DataError as exc:  # name the archive's member, not the temporary file
+        raise DataError(str(exc).replace(str(tmp), f"{path} (member ml-100k/u.data)")) from None
     finally:
         tmp.unlink()
     rows = []
@@ -395,9 +556,8 @@ def read_movielens_zip(path: Path, max_bad: int, report: ReadReport) -> tuple[pl
     return inter, _items_frame(rows, ("title", "year", "genres"))
 
 
-def read_recbole_movielens(raw_dir: Path, max_bad: int, report: ReadReport) -> tuple[pl.DataFrame, pl.DataFrame]:
-    inter = read_delimited(raw_dir / "ml-100k.inter", {"user": "user_id", "item": "item_id", "timestamp": "timestamp"},
-                           max_bad, report, separator="\t", header=True)
+def read_recbole_movielens_items(raw_dir: Path) -> pl.DataFrame:
+    """RecBole's ml-100k.item (its interactions, ml-100k.inter, are a delimited file read by ``read_delimited``)."""
     items = pl.read_csv(raw_dir / "ml-100k.item", separator="\t", infer_schema=False, quote_char=None)
     items = items.rename({c: c.split(":")[0] for c in items.columns})
     items = items.select(
@@ -405,43 +565,122 @@ def read_recbole_movielens(raw_dir: Path, max_bad: int, report: ReadReport) -> t
         pl.col("release_year").fill_null("").alias("year"),
         pl.col("class").fill_null("").str.split(" ").list.join(", ").alias("genres"),
     )
-    return inter, items
+    return items
 
 
-def read_source(source: str, raw_dir: Path, files: Iterable[str], *, max_bad: int, local=None
-                ) -> tuple[pl.DataFrame, pl.DataFrame | None, ReadReport]:
-    """Dispatch on the source; returns (interactions in file order, item text or None, report)."""
+# Unix time units a timestamp column may hold, coarsest first, with the range of values that reads as a date
+# between 1973 and 5138 in that unit: a column mixing them (a tool that wrote milliseconds for part of the
+# rows) would order those users' items wrongly.
+UNIX_UNITS = (("seconds", 1e8, 1e11), ("milliseconds", 1e11, 1e14), ("microseconds", 1e14, 1e17))
+
+
+def harmonise_time_units(inter: pl.DataFrame, where: str, report: ReadReport) -> pl.DataFrame:
+    """Convert the values of coarser Unix units in a timestamp column to its finest one (x1000 per step),
+    recording the repair; a column of one unit (or of other numbers, such as positions) is returned as is."""
+    t = inter["timestamp"]
+    present = [k for k, (_, lo, hi) in enumerate(UNIX_UNITS) if ((t >= lo) & (t < hi)).any()]
+    if len(present) < 2:
+        return inter
+    finest = present[-1]
+    factor = pl.lit(1, dtype=pl.Int64)
+    for k in present[:-1]:
+        _, lo, hi = UNIX_UNITS[k]
+        factor = pl.when((pl.col("timestamp") >= lo) & (pl.col("timestamp") < hi)).then(1000 ** (finest - k)) \
+            .otherwise(factor)
+    scale = inter.select(factor.alias("f"))["f"]
+    converted = scale > 1
+    n = int(converted.sum())
+    first = inter.filter(converted).row(0, named=True)
+    report.timestamps_converted += n
+    names = ", ".join(UNIX_UNITS[k][0] for k in present[:-1])
+    report.repairs.append(
+        f"converted {n:,} of {inter.height:,} timestamps of {where} from {names} to {UNIX_UNITS[finest][0]} "
+        f"(the column mixes units; first: user {first['user']}, item {first['item']}, timestamp {first['timestamp']})")
+    return inter.with_columns(pl.col("timestamp") * scale)
+
+
+def _require_interactions(inter: pl.DataFrame, path: Path, report: ReadReport) -> None:
+    """An interactions file that gave no row is refused here, saying why, instead of after the k-core
+    filter (whose message would blame filter.k)."""
+    if inter.height:
+        return
+    skipped = report.bad_lines.get(path.name, 0)
+    if skipped:
+        why = f"all {skipped:,} of its lines are malformed (first: {report.first_bad[path.name]})"
+    elif report.lines_read or report.header_rows or path.suffix == ".parquet":
+        why = "it holds a header but no interaction rows"
+    else:
+        why = "it is empty"
+    raise DataError(f"{path}: no interactions to read: {why}. Check that the right file was copied, and copy "
+                    f"it again.")
+
+
+def read_source(source: str, raw_dir: Path, files: Iterable[str], *, max_bad: int, local=None,
+                shown: dict[str, str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame | None, ReadReport]:
+    """Dispatch on the source; returns (interactions in file order, item text or None, report).
+
+    ``shown`` maps a file name under ``raw_dir`` to the name errors give it (the user's own file for the
+    local source); every failure is a DataError naming it."""
     report = ReadReport()
     files = set(files)
+    shown = shown or {}
+    label = lambda path: shown.get(path.name, str(path))  # noqa: E731
+
+    def interactions(path: Path, read) -> pl.DataFrame:
+        report.interactions_file = label(path)
+        with reading(path, label(path), report):
+            report.lines_read = report.header_rows = 0
+            inter = read()
+            _require_interactions(inter, path, report)
+        return inter
+
+    def item_text(path: Path, read) -> pl.DataFrame:
+        with reading(path, label(path), report):
+            return read()
+
     if source == "movielens-100k":
         if "ml-100k.zip" in files:
-            inter, items = read_movielens_zip(raw_dir / "ml-100k.zip", max_bad, report)
+            path = raw_dir / "ml-100k.zip"
+            report.interactions_file = label(path)
+            with reading(path, label(path), report):
+                inter, items = read_movielens_zip(path, max_bad, report)
+                _require_interactions(inter, path, report)
         else:
-            inter, items = read_recbole_movielens(raw_dir, max_bad, report)
-        return inter, items, report
+            path = raw_dir / "ml-100k.inter"
+            inter = interactions(path, lambda: read_delimited(
+                path, {"user": "user_id", "item": "item_id", "timestamp": "timestamp"}, max_bad, report,
+                separator="\t", header=True))
+            items = item_text(raw_dir / "ml-100k.item", lambda: read_recbole_movielens_items(raw_dir))
+        return harmonise_time_units(inter, label(path), report), items, report
     if source == "local":
         if local.format == "sequences":
-            inter = read_sequences_json(raw_dir / f"{local.name}.inter.json")
+            path = raw_dir / f"{local.name}.inter.json"
+            inter = interactions(path, lambda: read_sequences_json(path))  # positions, not times: no units
             item_file = raw_dir / f"{local.name}.item.json"
-            items = read_items_json(item_file) if item_file.exists() else None
-        else:
-            cols = {"user": local.user_column, "item": local.item_column, "timestamp": local.time_column}
-            inter = read_table(raw_dir / Path(local.interactions).name, cols, max_bad, report)
-            items = read_items_table(raw_dir / Path(local.items).name, local.item_column) if local.items else None
-        return inter, items, report
+            items = item_text(item_file, lambda: read_items_json(item_file)) if item_file.exists() else None
+            return inter, items, report
+        cols = {"user": local.user_column, "item": local.item_column, "timestamp": local.time_column}
+        path = raw_dir / Path(local.interactions).name
+        inter = interactions(path, lambda: read_table(path, cols, max_bad, report))
+        items = None
+        if local.items:
+            item_file = raw_dir / Path(local.items).name
+            items = item_text(item_file, lambda: read_items_table(item_file, local.item_column))
+        return harmonise_time_units(inter, label(path), report), items, report
     meta = [f for f in files if f.startswith("meta_")]
     inter_files = [f for f in files if not f.startswith("meta_")]
     if len(inter_files) != 1:
         raise DataError(f"{raw_dir}: expected one interactions file for {source}, found {sorted(inter_files)}")
-    inter_path = raw_dir / inter_files[0]
-    if ".csv" in inter_path.suffixes:
-        if source == "amazon2018":  # ratings CSV: no header; item, user, rating, timestamp (datasets.md)
-            inter = read_delimited(inter_path, {"user": "user", "item": "item", "timestamp": "timestamp"}, max_bad,
-                                   report, header=False, names=["item", "user", "rating", "timestamp"])
+    path = raw_dir / inter_files[0]
+    if ".csv" in path.suffixes:
+        if source == "amazon2018":  # ratings CSV: no header; item, user, rating, timestamp (README, "Datasets")
+            read = lambda: read_delimited(path, {"user": "user", "item": "item", "timestamp": "timestamp"},  # noqa: E731
+                                          max_bad, report, header=False, names=["item", "user", "rating", "timestamp"])
         else:  # Amazon 2023 benchmark CSV: user_id,parent_asin,rating,timestamp, header optional
-            inter = read_delimited(inter_path, {"user": "user_id", "item": "parent_asin", "timestamp": "timestamp"},
-                                   max_bad, report, names=["user_id", "parent_asin", "rating", "timestamp"])
+            read = lambda: read_delimited(path, {"user": "user_id", "item": "parent_asin", "timestamp": "timestamp"},  # noqa: E731
+                                          max_bad, report, names=["user_id", "parent_asin", "rating", "timestamp"])
     else:
-        inter = read_review_jsonl(inter_path, max_bad, report)
-    items = read_amazon_meta(raw_dir / meta[0], max_bad, report) if meta else None
-    return inter, items, report
+        read = lambda: read_review_jsonl(path, max_bad, report)  # noqa: E731
+    inter = interactions(path, read)
+    items = item_text(raw_dir / meta[0], lambda: read_amazon_meta(raw_dir / meta[0], max_bad, report)) if meta else None
+    return harmonise_time_units(inter, label(path), report), items, report

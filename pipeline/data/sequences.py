@@ -1,4 +1,4 @@
-"""From raw interactions to k-core user sequences and leave-one-out samples (methods.md §1).
+"""From raw interactions to k-core user sequences and leave-one-out samples (docs/method_reference.md §1).
 
 Input: a frame (user, item, timestamp) whose row order is the file order. Every rule below is the
 papers' protocol:
@@ -113,7 +113,7 @@ def _samples(items: np.ndarray, user_of: np.ndarray, starts: np.ndarray, targets
 
 
 def leave_one_out(interactions: pl.DataFrame, max_history: int) -> dict[str, pa.Table]:
-    """Split sorted interactions into train / valid / test sample tables (methods.md §1).
+    """Split sorted interactions into train / valid / test sample tables (docs/method_reference.md §1).
 
     A user with n items gives the test sample (i_1..i_{n-1}) -> i_n, the validation sample
     (i_1..i_{n-2}) -> i_{n-1} and training samples (i_1..i_{t-1}) -> i_t for t = 2..n-2.

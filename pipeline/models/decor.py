@@ -1,4 +1,4 @@
-"""DECOR (methods.md §5): TIGER with decomposed embedding fusion, contextualized token composition and
+"""DECOR (docs/method_reference.md §5): TIGER with decomposed embedding fusion, contextualized token composition and
 learnable BOS queries. Everything else (T5 backbone, loss, constrained decoder, trainer, evaluator) is
 TIGER's: only ``embed_encoder`` / ``embed_decoder`` change.
 
@@ -63,6 +63,7 @@ class DecorConfig(TigerConfig):
     context_norm: str = "none"
 
     def __post_init__(self):
+        super().__post_init__()  # the backbone's sizes and dropout (TigerConfig)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.bos_queries < 0:

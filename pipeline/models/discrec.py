@@ -46,6 +46,7 @@ class DiscrecConfig(TigerConfig):
     branch_ff: int = 1024  # §IV-A4: MLP hidden size 1024, ReLU; dropout is the backbone's (0.1)
 
     def __post_init__(self):
+        super().__post_init__()  # the backbone's sizes and dropout (TigerConfig)
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.branch_heads < 1 or self.d_model % self.branch_heads:

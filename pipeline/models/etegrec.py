@@ -62,6 +62,7 @@ class EtegrecConfig(TigerConfig):
     end_to_end: bool = True  # false: the tokenizer stays frozen from the start (Table 4, "w/o ETE")
 
     def __post_init__(self):
+        super().__post_init__()  # the backbone's sizes and dropout (TigerConfig)
         if self.sia_sign not in SIA_SIGNS:
             raise ValueError(f"sia_sign must be one of {sorted(SIA_SIGNS)}, got {self.sia_sign!r}")
         for name in ("sia_weight", "psa_weight", "tokenizer_weight_decay", "freeze_below"):

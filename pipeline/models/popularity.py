@@ -1,6 +1,6 @@
 """Most-popular baseline: every user gets the same list, the items with the most training interactions.
 
-What is counted: the training interactions of every user, i_1 .. i_{n-2} in methods.md §1's
+What is counted: the training interactions of every user, i_1 .. i_{n-2} in docs/method_reference.md §1's
 leave-one-out notation, read from the training split alone:
 
 - every training target (i_2 .. i_{n-2}, each exactly once: training samples are every prefix);
@@ -10,7 +10,7 @@ leave-one-out notation, read from the training split alone:
   of the user in split order is taken, which the filter stage writes in time order.)
 
 No leakage: the validation target i_{n-1} and the test target i_n are never training targets of the same
-user (methods.md §1) and never in a training history, and only the training split is read. The
+user (docs/method_reference.md §1) and never in a training history, and only the training split is read. The
 histories of the training split are not counted item by item, because each interaction appears in up
 to ``max_history`` of them (that would weight items by how early they come in a sequence). A user with
 fewer than 4 items has no training sample and adds nothing (the 5-core filter leaves none).

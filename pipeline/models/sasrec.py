@@ -1,9 +1,9 @@
-"""SASRec (methods.md §9; Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018).
+"""SASRec (docs/method_reference.md §9; Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018).
 
 Causal self-attention over a user's item ids; the hidden state at the most recent history item is
 scored against every item embedding (the same table as the input, as in the paper), and trained with
 next-item cross-entropy over all items. Training samples of this pipeline are already every prefix
--> next item (methods.md §1), so one target per sample is the whole objective.
+-> next item (docs/method_reference.md §1), so one target per sample is the whole objective.
 
 Layout of a batch: histories are right-padded (``Split.histories``), oldest first; the padding id is
 ``n_items`` (the extra last row of the item table, kept at zero by ``padding_idx``), so item ids are
@@ -16,7 +16,7 @@ Right padding is kept because every query slot then sees at least slot 0 (a real
 mask, so no attention row is fully masked (a fully masked row would give NaN).
 
 The item table without the padding row, :meth:`SASRec.item_embeddings`, is the collaborative embedding
-that LETTER's regulariser and ETEGRec's tokenizer input need (methods.md §8, §2).
+that LETTER's regulariser and ETEGRec's tokenizer input need (docs/method_reference.md §8, §2).
 """
 from __future__ import annotations
 
@@ -35,11 +35,12 @@ from pipeline.recdata import DeviceSplit, Split
 @dataclass
 class SASRecConfig(ModelConfig):
     n_items: int
-    max_len: int = 20  # history length of methods.md §1 (TIGER, DECOR, DiscRec, LETTER); the paper uses 50 on Amazon
-    # Our choice: a power of two in the 64-256 range methods.md §9 gives (the paper uses d = 50).
+    # history length of docs/method_reference.md §1 (TIGER, DECOR, DiscRec, LETTER); the paper uses 50 on Amazon
+    max_len: int = 20
+    # Our choice: a power of two in the 64-256 range docs/method_reference.md §9 gives (the paper uses d = 50).
     hidden: int = 64
     n_blocks: int = 2  # paper: 2 self-attention blocks
-    n_heads: int = 2  # methods.md §9 allows 1-2; the paper found one head enough, params.yaml uses 2
+    n_heads: int = 2  # docs/method_reference.md §9 allows 1-2; the paper found one head enough, params.yaml uses 2
     # Paper: 0.2 on the dense MovieLens-1M, 0.5 on the sparse Amazon/Steam data. 0.2 is the default here
     # (the dense-data value); set 0.5 in params.yaml to follow the paper on Amazon.
     dropout: float = 0.2

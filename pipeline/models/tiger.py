@@ -1,4 +1,4 @@
-"""TIGER (methods.md §4): a T5 encoder-decoder that generates the next item's semantic ID.
+"""TIGER (docs/method_reference.md §4): a T5 encoder-decoder that generates the next item's semantic ID.
 
 Vocabulary: PAD, EOS, BOS, then one token per (level, code): ``3 + level * K + code`` for the L learned
 levels and the collision level. Encoder input: the history items' IDs concatenated, then EOS.
@@ -30,8 +30,8 @@ class TigerConfig(ModelConfig):
     n_items: int
     depth: int  # ID length: L learned levels + the collision level
     codebook_size: int  # K
-    max_history: int = 20  # methods.md §1
-    # T5 sizes of methods.md §4 (TIGER): 4+4 layers, d_model 128, 6 heads x 64, FFN 1024, ReLU, dropout 0.1.
+    max_history: int = 20  # docs/method_reference.md §1
+    # T5 sizes of docs/method_reference.md §4 (TIGER): 4+4 layers, d_model 128, 6 heads x 64, FFN 1024, ReLU, dropout 0.1.
     d_model: int = 128
     num_layers: int = 4
     num_decoder_layers: int = 4
@@ -40,6 +40,17 @@ class TigerConfig(ModelConfig):
     d_ff: int = 1024
     dropout: float = 0.1
     feed_forward_proj: str = "relu"
+
+    def __post_init__(self):
+        # Checked here, before a stage writes anything: a size of 0 or a dropout of 1.5 would otherwise fail
+        # deep inside T5 or train nothing (a model with 0 layers).
+        for name in ("n_items", "depth", "codebook_size", "max_history", "d_model", "num_layers",
+                     "num_decoder_layers", "num_heads", "d_kv", "d_ff"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     @property
     def vocab_size(self) -> int:
