@@ -177,7 +177,7 @@ class MethodParams(_Strict):
     device: str = "auto"
     # This method's own training seed (default: the top-level seed), so that a seed study re-runs only the
     # method (`dvc exp run -S methods.tiger.seed=1`) and not the tokenizer upstream.
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0)  # numpy's generators refuse negative seeds
 
     @property
     def tokenizer(self) -> str | None:
@@ -200,7 +200,7 @@ class ReportParams(_Strict):
 
 class Params(_Strict):
     # Shared seed (DECOR appendix: 2025).
-    seed: int = 2025
+    seed: int = Field(2025, ge=0)
     # torch threads of train@ and evaluate@ on a CPU: their bytes depend on the count (pipeline/reproducible.py),
     # so it is a setting recorded in dvc.lock and not the machine's core count.
     cpu_threads: int = Field(2, ge=1)

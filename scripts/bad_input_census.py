@@ -145,6 +145,7 @@ def params_cases() -> list[Case]:
              "methods.sasrec.train.batch_size"),
         Case("unknown key", "inter.csv", c, None, "error", "train", train(train={"learning_rate": 0.1}),
              "unknown key"),
+        Case("negative seed", "inter.csv", c, None, "error", "train", {"seed": -1}, "seed"),
         Case("filter.k 0", "inter.csv", c, None, "error", "filter", {"filter": {"k": 0}}, "filter.k"),
         Case("max_history -1", "inter.csv", c, None, "error", "filter", {"filter": {"max_history": -1}},
              "filter.max_history"),
@@ -213,7 +214,9 @@ def try_case(case: Case, env: dict) -> tuple[str, str]:
         if "Traceback" in out:
             return "traceback", out.strip().splitlines()[-1]
         if proc.returncode == 1:
-            message = next((line for line in proc.stderr.splitlines() if "] error:" in line), "")
+            lines = proc.stderr.splitlines()
+            message = next((line.strip() for line in lines if case.phrase and case.phrase in line),
+                           next((line for line in lines if "] error:" in line), ""))
             clear = named in proc.stderr and case.phrase in proc.stderr and snapshot(guarded) == before
             return ("clear error" if clear else "unclear error"), message
         if proc.returncode == 0:

@@ -137,3 +137,17 @@ def test_a_broken_file_the_user_put_in_place_is_named_not_deleted(tmp_path):
     with pytest.raises(DataError, match=r"cut off.*\n\(This file was already in .*replace it with a complete copy"):
         download(p.data, tmp_path)
     assert (tmp_path / "reviews_Beauty_5.json.gz").exists()
+
+
+def test_a_damaged_movielens_zip_already_in_place_is_refused_before_it_is_recorded(tmp_path):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("ml-100k/u.data", "1\t2\t5\t881250949\n" * 2000)
+    (tmp_path / "ml-100k.zip").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    p = params_from_dict({"data": {"source": "movielens-100k"}})
+    with pytest.raises(DataError, match=r"ml-100k.zip: cannot be read \(BadZipFile"):
+        download(p.data, tmp_path)
+    assert not (tmp_path / MANIFEST).exists()

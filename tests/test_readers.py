@@ -146,3 +146,5 @@ def test_params_unknown_key_and_out_of_range_value_are_named():
         params_from_dict({"filter": {"k": 0}})
     with pytest.raises(ParamsError, match=r"data.source"):
         params_from_dict({"data": {"source": "amazon2030"}})
+    with pytest.raises(ParamsError, match=r"  seed: Input should be greater than or equal to 0"):
+        params_from_dict({"seed": -1})  # numpy's generators would refuse it mid-stage

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,24 @@ def good_run(work: Path, env: dict) -> None:
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
+@pytest.fixture(scope="module")
+def clean_csv_run(tmp_path_factory, prefect_env) -> Path:
+    """A workspace after a clean run on ``RECORDS`` as CSV: its outputs are "the previous outputs"."""
+    work = workspace(tmp_path_factory.mktemp("clean"), "inter.csv", csv_text(RECORDS).encode())
+    good_run(work, prefect_env)
+    return work
+
+
+def copy_of(clean: Path, tmp_path: Path) -> Path:
+    """The clean workspace, copied (params.yaml pointed at the copy's own input folder)."""
+    work = tmp_path / "work"
+    shutil.copytree(clean, work)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["data"]["local"]["dir"] = str(work / "in")
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    return work
+
+
 @pytest.mark.parametrize("name", ["inter.csv.gz", "inter.jsonl.gz"])
 def test_a_cut_off_compressed_file_is_refused_before_it_is_copied(tmp_path, prefect_env, name):
     records = ("\n".join(json.dumps(dict(zip(("user", "item", "timestamp"), r))) for r in RECORDS) + "\n"
@@ -88,9 +107,8 @@ def test_a_cut_off_compressed_file_is_refused_before_it_is_copied(tmp_path, pref
     (b"user,item,timestamp\n", "it holds a header but no interaction rows"),
     (b"user,item,timestamp\nnot a record\nnor this\n", "all 2 of its lines are malformed"),
 ])
-def test_empty_and_header_only_files_are_named_as_such(tmp_path, prefect_env, content, phrase):
-    work = workspace(tmp_path, "inter.csv", csv_text(RECORDS).encode())
-    good_run(work, prefect_env)
+def test_empty_and_header_only_files_are_named_as_such(tmp_path, prefect_env, clean_csv_run, content, phrase):
+    work = copy_of(clean_csv_run, tmp_path)
     before = snapshot(work / "data" / "interim")
     (work / "in" / "inter.csv").write_bytes(content)
     assert stage(work, prefect_env, "stages.download").returncode == 0
@@ -100,9 +118,8 @@ def test_empty_and_header_only_files_are_named_as_such(tmp_path, prefect_env, co
     assert snapshot(work / "data" / "interim") == before
 
 
-def test_mixed_seconds_and_milliseconds_are_converted_and_reported(tmp_path, prefect_env):
-    clean = workspace(tmp_path / "clean", "inter.csv", csv_text(RECORDS).encode())
-    good_run(clean, prefect_env)
+def test_mixed_seconds_and_milliseconds_are_converted_and_reported(tmp_path, prefect_env, clean_csv_run):
+    clean = clean_csv_run
     mixed = [(u, i, t * 1000 if n % 3 == 0 else t) for n, (u, i, t) in enumerate(RECORDS)]
     work = workspace(tmp_path / "mixed", "inter.csv", csv_text(mixed).encode())
     stage(work, prefect_env, "stages.download")
@@ -147,9 +164,9 @@ def test_a_null_in_a_sequence_is_refused_naming_user_and_position(tmp_path, pref
     ({"train": {"lr": -0.001}}, "methods.sasrec.train.lr: Input should be greater than 0"),
     ({"backbone": {"dropout": 1.5}}, "dropout must be in [0, 1), got 1.5"),
 ])
-def test_out_of_range_params_leave_the_previous_model_folder_as_it_was(tmp_path, prefect_env, setting, phrase):
-    work = workspace(tmp_path, "inter.csv", csv_text(RECORDS).encode())
-    good_run(work, prefect_env)
+def test_out_of_range_params_leave_the_previous_model_folder_as_it_was(tmp_path, prefect_env, clean_csv_run,
+                                                                        setting, phrase):
+    work = copy_of(clean_csv_run, tmp_path)
     folder = work / "data" / "models" / "sasrec"
     folder.mkdir(parents=True)
     (folder / "model.json").write_text('{"from": "the previous run"}')

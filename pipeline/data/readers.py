@@ -405,7 +405,7 @@ def read_amazon_meta(path: Path, max_bad: int, report: ReadReport) -> pl.DataFra
         item = _pick(rec, ("parent_asin", "asin"))
         if item is None:
             raise _missing(path, line_no, "item", ("parent_asin", "asin"))
-        row = {"raw_item_id": str(item)}
+        row = {"raw_item_id": _id(item, path, line_no, "item")}
         for name, keys in TEXT_FIELDS.items():
             row[name] = _text(_pick(rec, keys))
         rows.append(row)
