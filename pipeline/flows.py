@@ -78,7 +78,7 @@ def as_flow(fn: Callable | None = None, **options):
     return flow(refusing, log_prints=True, validate_parameters=False, **options)
 
 
-def _reachable_or_none(rf: RemoteFile, mirrors, out, timeout):
+def _fetch_or_unreachable(rf: RemoteFile, mirrors, out, timeout):
     """fetch_from_mirrors, with "no mirror reachable at all" returned instead of raised: that is an expected
     outcome on offline machines (MovieLens then comes from the package index), so the task completes and
     the stage logs the fallback as information, instead of a failed task and its traceback."""
@@ -90,7 +90,7 @@ def _reachable_or_none(rf: RemoteFile, mirrors, out, timeout):
 
 def download_flow(params: Params, raw_dir: Path) -> dict:
     # Retries are for HTTP failures (a mirror answered): no connection at all is returned at once, unretried.
-    fetch_task = as_task(_reachable_or_none, name="fetch", retries=params.data.retries,
+    fetch_task = as_task(_fetch_or_unreachable, name="fetch", retries=params.data.retries,
                          retry_delay_seconds=[2, 10, 30])
 
     def fetch(rf: RemoteFile, mirrors, out, timeout):
