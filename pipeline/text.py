@@ -2,7 +2,7 @@
 
 The text template decides which metadata fields go in, in which order, how each is cleaned and cut,
 and how they are joined; the papers show results move with it, so it is a parameter and is recorded
-with every run. The default mirrors DECOR's framework (docs/datasets.md): each field cleaned, ending with
+with every run. The default mirrors DECOR's framework (docs/data_sources.md): each field cleaned, ending with
 ".", fields joined with spaces.
 """
 from __future__ import annotations

@@ -13,6 +13,7 @@ thousand fresh ones per format.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import io
 import json
@@ -131,7 +132,13 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def reference(fmt: str, records) -> dict[str, pl.DataFrame]:
-    """The stages' tables on a clean file holding ``records`` (none: the filter empties it)."""
+    """The stages' tables on a clean file holding ``records`` (none: the filter empties it); most examples
+    share one clean part, so each is computed once."""
+    return _reference(fmt, tuple(records))
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(fmt: str, records: tuple) -> dict[str, pl.DataFrame]:
     with tempfile.TemporaryDirectory() as tmp:
         outcome = run_stages(Path(tmp), fmt, table_bytes(fmt, records))
     return outcome.tables

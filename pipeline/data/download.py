@@ -26,7 +26,7 @@ from pipeline.io import atomic_path, sha256_file, write_json
 MANIFEST = "manifest.json"
 
 DEFAULT_MIRRORS = {
-    # docs/datasets.md: two mirrors with the same layout (and the Hugging Face hub, which needs a token-less
+    # docs/data_sources.md: two mirrors with the same layout (and the Hugging Face hub, which needs a token-less
     # hub client we do not want at run time).
     "amazon2023": [
         "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_2023",
@@ -73,7 +73,7 @@ class SourcePlan:
 
 
 def plan_source(p: DataParams) -> SourcePlan:
-    """The files a remote source needs (docs/datasets.md gives the layouts)."""
+    """The files a remote source needs (docs/data_sources.md gives the layouts)."""
     mirrors = list(p.mirrors.get(p.source) or DEFAULT_MIRRORS.get(p.source, []))
     cat = p.category
     if p.source == "amazon2023":

@@ -1,6 +1,6 @@
 """Parse raw files into two frames: interactions (user, item, timestamp in file order) and item text.
 
-Field spellings found in the wild are accepted (docs/datasets.md): the item id is ``parent_asin`` when
+Field spellings found in the wild are accepted (docs/data_sources.md): the item id is ``parent_asin`` when
 present (Amazon 2023 keys its metadata by it), else ``asin``; the user is ``user_id`` or
 ``reviewerID``; the time is ``timestamp`` (ms, 2023), ``sortTimestamp`` or ``unixReviewTime`` (s).
 Only the order of timestamps within a user matters downstream, so a column's unit is kept as it is;
@@ -38,7 +38,7 @@ ITEM_KEYS = ("parent_asin", "asin", "item_id", "item")
 TIME_KEYS = ("timestamp", "sortTimestamp", "unixReviewTime", "time")
 
 # Item text fields and their spellings across releases; list values are joined with ", " as DECOR's
-# framework does (docs/datasets.md, "Item text").
+# framework does (docs/data_sources.md, "Item text").
 TEXT_FIELDS = {
     "title": ("title",),
     "brand": ("brand", "store"),
@@ -213,8 +213,7 @@ def parse_timestamp(value, path: Path, line_no: int) -> int:
     try:
         if isinstance(value, bool):
             raise TypeError
-        number = int(value) if isinstance(value, int) else int(float(value if isinstance(value, float)
-                                                                       else str(value).strip()))
+        number = int(value) if isinstance(value, int) else int(float(str(value).strip()))
     except (TypeError, ValueError, OverflowError):  # NaN and infinity included
         raise DataError(
             f"{path}:{line_no}: timestamp {value!r} is not a number; timestamps must be Unix times "
