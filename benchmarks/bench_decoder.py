@@ -16,7 +16,6 @@ The default batch is the evaluator's (`eval_batch_size`). Runs unchanged on CUDA
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -24,15 +23,15 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
-from pipeline.models.tiger import BOS, Tiger, TigerConfig
-from pipeline.recdata import Split, load_split
 from pipeline.config import TrainConfig
+from pipeline.data.splits import Split, load_split
+from pipeline.models.tiger.model import BOS, Tiger, TigerConfig
 
 
 def trained_or_random(method: str, n_users: int, seed: int, paper_size: bool = False):
     model_dir = Path("data/models") / method
     if (model_dir / "best.safetensors").exists() and not paper_size:
-        from pipeline.model_folder import load_model
+        from pipeline.models.folder import load_model
 
         model, _ = load_model(model_dir)  # the folder alone: its config, IDs and weights
         return model, load_split("data/interim/sequences/test.parquet"), f"trained {method} from {model_dir}"

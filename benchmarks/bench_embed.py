@@ -15,8 +15,13 @@ import numpy as np
 import polars as pl
 import torch
 
-from pipeline.rqvae import RQVAEConfig, train_rqvae
-from pipeline.text import PACKAGED_MINILM, encode, item_texts, load_encoder
+from pipeline.tokenizers.embedding import (
+    PACKAGED_MINILM,
+    encode,
+    item_texts,
+    load_encoder,
+)
+from pipeline.tokenizers.rqvae import RQVAEConfig, train_rqvae
 
 SCIENTIFIC = Path(__file__).resolve().parents[2] / "shared/data/collisiongenrec-scientific/Scientific.item.json"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.flows import prefect_server  # noqa: E402
+from pipeline.orchestration.flows import prefect_server  # noqa: E402
 
 
 def timed(cmd: list[str], env: dict) -> float:

@@ -6,7 +6,7 @@ synthetic Amazon-shaped data (histories up to 20 items). Runs unchanged on CUDA.
   on a CPU);
 - the shared trainer's epoch (``Trainer.train_epoch``): the split on the device and batches cut there, the
   loss summed on the device, fused AdamW on CUDA, four dropout lanes per random draw on a CPU
-  (``pipeline.models.cpu_dropout``), eager and with ``torch.compile`` (CUDA graphs on a GPU);
+  (``pipeline.models.tiger.cpu_dropout``), eager and with ``torch.compile`` (CUDA graphs on a GPU);
 - a plain Hugging Face ``T5ForConditionalGeneration`` step of the same config on the same batches (what the
   official repositories run), eager and, with ``--compile-plain``, compiled;
 - each also with ``train.group_by_length`` (batches of similar history lengths, each as wide as its own
@@ -36,12 +36,17 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.config import TrainConfig
-from pipeline.devices import describe
-from pipeline.models.cpu_dropout import use_standard_dropout
-from pipeline.models.tiger import Tiger, TigerConfig
-from pipeline.precision import FORCE_ENV, PRECISIONS, autocast, resolve_precision
-from pipeline.recdata import Split
-from pipeline.training import Trainer
+from pipeline.data.splits import Split
+from pipeline.models.tiger.cpu_dropout import use_standard_dropout
+from pipeline.models.tiger.model import Tiger, TigerConfig
+from pipeline.runtime.devices import describe
+from pipeline.runtime.precision import (
+    FORCE_ENV,
+    PRECISIONS,
+    autocast,
+    resolve_precision,
+)
+from pipeline.training.trainer import Trainer
 
 PAPER_SIZE = {"num_layers": 4, "num_decoder_layers": 4, "num_heads": 6, "d_kv": 64, "d_ff": 1024}  # the TIGER paper's T5 (Rajput et al. 2023)
 
@@ -174,7 +179,7 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     if args.split:
-        from pipeline.recdata import load_split
+        from pipeline.data.splits import load_split
 
         split = load_split(args.split)
         args.items = max(args.items, int(max(split.values.max(), split.targets.max())) + 1)

@@ -1,7 +1,7 @@
 """Typed, validated parameters.
 
 Every stage reads ``params.yaml`` through :func:`load_params`; an unknown key or a value out of range
-stops the stage with a message naming the key (README, "The stages": train@<method>).
+stops the stage with a message naming the key (README, "The stages").
 """
 from __future__ import annotations
 
@@ -10,13 +10,22 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
+from pipeline.errors import UserError
 from pipeline.paths import tokenizer_of
-from pipeline.train_settings import Precision, TrainConfig
+from pipeline.training.settings import Precision, TrainConfig
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """params.yaml is missing, unreadable, or has a bad key/value."""
 
 
@@ -43,7 +52,7 @@ class LocalSource(_Strict):
 
 class DataParams(_Strict):
     source: Literal["movielens-100k", "amazon2023", "amazon2018", "amazon2014", "local"] = "movielens-100k"
-    # Amazon category as spelled in the release's file names (README, "Switching to the papers' datasets").
+    # Amazon category as spelled in the release's file names (docs/data.md, "The papers' datasets").
     category: str = "Industrial_and_Scientific"
     # amazon2023: raw review file + metadata (reproduces the 5-core counts through `filter`), or the
     # official 5-core rating-only CSV + metadata (smaller download, same counts).
@@ -51,7 +60,7 @@ class DataParams(_Strict):
     # amazon2018: the 5-core review file, or the ratings-only CSV (LC-Rec's starting point).
     amazon2018_files: Literal["reviews_5core", "ratings"] = "reviews_5core"
     local: LocalSource = LocalSource()
-    # Mirror roots, tried in order (README, "Switching to the papers' datasets").
+    # Mirror roots, tried in order (docs/data.md, "The papers' datasets").
     mirrors: dict[str, list[str]] = Field(default_factory=dict)
     timeout_s: float = Field(30.0, gt=0)
     retries: int = Field(3, ge=0, le=20)
@@ -136,7 +145,7 @@ class RQVAETokenizer(_Strict):
 
 class LetterTokenizer(RQVAETokenizer):
     """LETTER (Wang et al., CIKM 2024): the RQ-VAE plus a collaborative and a diversity regulariser
-    (pipeline/letter.py). ``inputs``: [the text embeddings it quantises, the collaborative item vectors]."""
+    (pipeline/tokenizers/letter.py). ``inputs``: [the text embeddings it quantises, the collaborative item vectors]."""
     model: Literal["letter"] = "letter"
     inputs: list[str] = Field(default_factory=lambda: ["data/processed/embeddings/embeddings.npy",
                                                        "data/models/sasrec/item_embeddings.safetensors"],
@@ -190,7 +199,7 @@ class EvaluateParams(_Strict):
     mask_seen: bool = False
     beam_size: int = Field(20, ge=1)  # list length (ETEGRec/DiscRec/LETTER: 20; DECOR decodes with 50)
     batch_size: int = Field(128, ge=1)
-    precision: Precision = "auto"  # as train.precision (pipeline/precision.py); the resolved one is recorded
+    precision: Precision = "auto"  # as train.precision (pipeline/runtime/precision.py); the resolved one is recorded
     device: str = "auto"
 
 
@@ -201,7 +210,7 @@ class ReportParams(_Strict):
 class Params(_Strict):
     # Shared seed (DECOR appendix: 2025).
     seed: int = Field(2025, ge=0)
-    # torch threads of train@ and evaluate@ on a CPU: their bytes depend on the count (pipeline/reproducible.py),
+    # torch threads of train@ and evaluate@ on a CPU: their bytes depend on the count (pipeline/runtime/reproducible.py),
     # so it is a setting recorded in dvc.lock and not the machine's core count.
     cpu_threads: int = Field(2, ge=1)
     data: DataParams = DataParams()

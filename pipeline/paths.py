@@ -6,38 +6,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
-RAW = Path("data/raw")
-SEQUENCES = Path("data/interim/sequences")
-ITEMS = SEQUENCES / "items.parquet"
-TEST_SPLIT = SEQUENCES / "test.parquet"
+CODE_DIGESTS_DIR = Path("data/code")  # code: one digest of the imported project files per stage
+RAW_DIR = Path("data/raw")
+SEQUENCES_DIR = Path("data/interim/sequences")
+ITEMS = SEQUENCES_DIR / "items.parquet"
+TEST_SPLIT = SEQUENCES_DIR / "test.parquet"
 EMBEDDINGS_DIR = Path("data/processed/embeddings")
 EMBEDDINGS = EMBEDDINGS_DIR / "embeddings.npy"
-TOKENIZERS = Path("data/processed/tokenizers")  # tokenize@<t>: one trained tokenizer per folder
-SEMANTIC_IDS = Path("data/processed/semantic_ids")  # semantic_ids@<t>: its item -> ID table
-MODELS = Path("data/models")
-RESULTS = Path("data/results")
-METRICS = Path("reports/metrics")
-PLOTS = Path("reports/plots")
+TOKENIZERS_DIR = Path("data/processed/tokenizers")  # tokenize@<t>: one trained tokenizer per folder
+SEMANTIC_IDS_DIR = Path("data/processed/semantic_ids")  # semantic_ids@<t>: its item -> ID table
+MODELS_DIR = Path("data/models")
+RESULTS_DIR = Path("data/results")
+METRICS_DIR = Path("reports/metrics")
+PLOTS_DIR = Path("reports/plots")
 COMPARISON = Path("reports/comparison.md")
 
 
 def tokenizer_dir(name: str) -> Path:
-    return TOKENIZERS / name
+    return TOKENIZERS_DIR / name
 
 
 def semantic_ids_dir(name: str) -> Path:
-    return SEMANTIC_IDS / name
+    return SEMANTIC_IDS_DIR / name
 
 
 def model_dir(method: str) -> Path:
-    return MODELS / method
+    return MODELS_DIR / method
 
 
 def results_dir(method: str) -> Path:
-    return RESULTS / method
+    return RESULTS_DIR / method
 
 
 def tokenizer_of(path: str | Path) -> str | None:
     """``rqvae`` for ``data/processed/semantic_ids/rqvae``; None for a path that is no tokenizer's IDs."""
     path = Path(path)
-    return path.name if path.parent == SEMANTIC_IDS else None
+    return path.name if path.parent == SEMANTIC_IDS_DIR else None

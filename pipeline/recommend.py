@@ -5,7 +5,7 @@
 
 ``--user`` takes a raw user id of the data (the next item after the user's whole sequence: the items of
 the test split's history and its target); ``--history`` takes raw item ids, oldest first. The model is
-built from its folder alone (``pipeline.model_folder``): its stored config, weights and semantic IDs.
+built from its folder alone (``pipeline.models.folder``): its stored config, weights and semantic IDs.
 """
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ import pyarrow.parquet as pq
 
 from pipeline import paths
 from pipeline.config import ParamsError
+from pipeline.data.splits import Split
+from pipeline.models.folder import load_model
+from pipeline.runtime.devices import resolve_device
 
 
 class RecommendError(ValueError):
@@ -45,13 +48,9 @@ def item_history(raw_items: list[str], items: dict) -> list[int]:
 
 
 def recommend(model_dir: Path, history: list[int], k: int, device: str = "auto",
-              data_dir: Path = paths.SEQUENCES) -> list[dict]:
+              data_dir: Path = paths.SEQUENCES_DIR) -> list[dict]:
     """The top-``k`` items for one history (dense item ids, oldest first), best first."""
     import torch
-
-    from pipeline.devices import resolve_device
-    from pipeline.model_folder import load_model
-    from pipeline.recdata import Split
 
     if not history:
         raise RecommendError("the history is empty: give at least one item")
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     who.add_argument("--user", help="raw user id of the data")
     who.add_argument("--history", help="raw item ids, oldest first, separated by commas")
     ap.add_argument("--k", type=int, default=10, help="list length (default 10)")
-    ap.add_argument("--data", type=Path, default=paths.SEQUENCES, help=f"the filter stage's folder ({paths.SEQUENCES})")
+    ap.add_argument("--data", type=Path, default=paths.SEQUENCES_DIR, help=f"the filter stage's folder ({paths.SEQUENCES_DIR})")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     try:

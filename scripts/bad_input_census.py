@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,7 +232,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "GENREC_TRACKING": "0", "HF_HUB_OFFLINE": "1"}
     with contextlib.ExitStack() as stack:
         if args.prefect:
-            from pipeline.flows import prefect_server
+            from pipeline.orchestration.flows import prefect_server
 
             env["PREFECT_HOME"] = stack.enter_context(tempfile.TemporaryDirectory())
             env["PREFECT_API_URL"] = stack.enter_context(prefect_server(env))

@@ -28,15 +28,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.experiment import build_method  # noqa: E402
-from pipeline.models.tiger import FIRST_CODE  # noqa: E402
-from pipeline.recdata import load_splits  # noqa: E402
-from pipeline.training import Trainer  # noqa: E402
+from pipeline.data.splits import load_splits  # noqa: E402
+from pipeline.models.tiger.model import FIRST_CODE  # noqa: E402
+from pipeline.training.method import build_method  # noqa: E402
+from pipeline.training.trainer import Trainer  # noqa: E402
 
 
 def level_stats(model, u: torch.Tensor, weights: torch.Tensor) -> dict[str, float]:

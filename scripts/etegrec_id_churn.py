@@ -35,12 +35,12 @@ def main() -> None:
 
     from pipeline import paths
     from pipeline.config import params_from_dict, set_dotted
-    from pipeline.experiment import build_method
-    from pipeline.recdata import load_splits
-    from pipeline.training import Trainer
+    from pipeline.data.splits import load_splits
+    from pipeline.training.method import build_method
+    from pipeline.training.trainer import Trainer
 
     torch.set_num_threads(args.threads)
-    splits = load_splits(paths.SEQUENCES)
+    splits = load_splits(paths.SEQUENCES_DIR)
     print("| tokenizer lr | SQ loss | IDs changed | level 1 | level 2 | level 3 |\n| --- | --- | --- | --- | --- | --- |")
     for lr in args.lrs:
         raw = yaml.safe_load(Path("params.yaml").read_text())

@@ -17,16 +17,16 @@ sys.path.insert(0, str(REPO))
 def main() -> None:
     from pipeline import paths
     from pipeline.config import load_params
-    from pipeline.letter import neighbour_code_agreement
-    from pipeline.semantic_ids import read_id_table
-    from pipeline.tokenizers import load_embeddings
+    from pipeline.tokenizers.item_vectors import load_embeddings
+    from pipeline.tokenizers.letter import neighbour_code_agreement
+    from pipeline.tokenizers.semantic_ids import read_id_table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vectors", default="data/models/sasrec/item_embeddings.safetensors")
     ap.add_argument("--k", type=int, default=10)
     args = ap.parse_args()
     vectors = load_embeddings(REPO / args.vectors)
-    print(f"| tokenizer | first code shared | chance | first two codes shared | chance |\n| --- | --- | --- | --- | --- |")
+    print("| tokenizer | first code shared | chance | first two codes shared | chance |\n| --- | --- | --- | --- | --- |")
     for name in load_params(REPO / "params.yaml").tokenizers:
         table = REPO / paths.semantic_ids_dir(name) / "ids.parquet"
         if not table.exists():

@@ -25,8 +25,8 @@ from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.services import ServerError, local_server  # noqa: E402
-from pipeline.tracking import metric_name, tracking_uri  # noqa: E402
+from pipeline.orchestration.local_server import ServerError, local_server  # noqa: E402
+from pipeline.orchestration.tracking import metric_name, tracking_uri  # noqa: E402
 
 # Chromium on a machine without internet: no background connections, no first-run or update probes.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

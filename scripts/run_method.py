@@ -1,6 +1,6 @@
 """Train and evaluate methods outside DVC, Prefect and MLflow: for a GPU server that has only torch.
 
-The stages' own code (`pipeline.experiment`) runs on a workspace that holds a `params.yaml` and the
+The stages' own code (`pipeline.training.method`) runs on a workspace that holds a `params.yaml` and the
 `data/interim/sequences` and `data/processed/semantic_ids` outputs of a `dvc repro` made elsewhere
 (copy them over). Needs torch, transformers, safetensors, pyarrow, pydantic, pyyaml and tqdm only.
 
@@ -38,7 +38,8 @@ def main() -> None:
     os.chdir(args.workspace)
 
     from pipeline.config import params_from_dict, set_dotted
-    from pipeline.experiment import evaluate_model, train_method
+    from pipeline.evaluation.evaluate import evaluate_model
+    from pipeline.training.method import train_method
 
     raw = yaml.safe_load(Path("params.yaml").read_text())
     for assignment in args.set:
@@ -58,8 +59,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     from pipeline.config import ParamsError
-    from pipeline.precision import PrecisionError
-    from pipeline.semantic_ids import SemanticIdError
+    from pipeline.runtime.precision import PrecisionError
+    from pipeline.tokenizers.semantic_ids import SemanticIdError
 
     try:
         main()

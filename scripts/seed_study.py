@@ -1,6 +1,6 @@
 """Compare methods over several training seeds on the current data, with a paired test over users.
 
-Trains and evaluates every (method, seed) with the stages' own code (`pipeline.experiment`) on the
+Trains and evaluates every (method, seed) with the stages' own code (`pipeline.training.method`) on the
 splits and semantic IDs that `dvc repro` left in `data/`, under one shared budget, then writes a
 Markdown table (mean ± std over seeds per metric; per-user NDCG@10 averaged over seeds compared with the
 baseline by a paired t-test and a Wilcoxon signed-rank test) and the same figures as JSON.
@@ -37,7 +37,8 @@ def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int
 
     torch.set_num_threads(threads)
     from pipeline.config import params_from_dict
-    from pipeline.experiment import evaluate_model, train_method
+    from pipeline.evaluation.evaluate import evaluate_model
+    from pipeline.training.method import train_method
 
     run_dir = Path(run_dir)
     done = run_dir / "result.json"
@@ -177,7 +178,7 @@ def main() -> None:
         for key, job in jobs.items():
             results[key] = job.result()
             print(f"{key[0]} seed {key[1]}: test NDCG@10 {results[key]['test']['ndcg@10']:.4f}", flush=True)
-    from pipeline.compare import compare, markdown
+    from pipeline.evaluation.comparison import compare, markdown
 
     summary = compare({m: [runs / f"{m}-s{s}" / "results" / "ranks.parquet" for s in args.seeds]
                        for m in args.methods}, args.baseline)

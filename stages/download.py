@@ -1,12 +1,14 @@
 """DVC stage `download`: bring the selected source's raw files into data/raw (+ manifest.json)."""
-from pipeline import paths, tracking
+from pipeline import paths
 from pipeline.config import load_params
-from pipeline.flows import download_flow, run_stage
+from pipeline.orchestration import tracking
+from pipeline.orchestration.download import download_flow
+from pipeline.orchestration.flows import run_stage
 
 
 def main() -> None:
     params = load_params()
-    manifest = download_flow(params, paths.RAW)
+    manifest = download_flow(params, paths.RAW_DIR)
     files = manifest["files"]
     with tracking.stage_run("download", params.data.dataset_name, {"data": params.data.model_dump()}) as run:
         run.log_metrics({"files": len(files), "bytes": sum(f["size"] for f in files.values())})

@@ -2,12 +2,13 @@
 invalid@K; per-user ranks. The results join the MLflow run of the method's train stage."""
 import sys
 
-from pipeline import paths, tracking
+from pipeline import paths
 from pipeline.config import load_params
-from pipeline.experiment import evaluate_model
-from pipeline.flows import as_flow, run_stage
-from pipeline.reproducible import pin_threads
+from pipeline.evaluation.evaluate import evaluate_model
 from pipeline.io import write_json
+from pipeline.orchestration import tracking
+from pipeline.orchestration.flows import as_flow, run_stage
+from pipeline.runtime.reproducible import pin_threads
 
 
 def main(method: str) -> None:
@@ -15,7 +16,7 @@ def main(method: str) -> None:
     pin_threads(params.cpu_threads)  # the output bytes depend on the thread count
     results = as_flow(evaluate_model, name=f"evaluate-{method}")(paths.model_dir(method), paths.results_dir(method),
                                                                   params.evaluate)
-    metrics_path = paths.METRICS / f"evaluate_{method}.json"
+    metrics_path = paths.METRICS_DIR / f"evaluate_{method}.json"
     write_json(results, metrics_path)
     run_id = tracking.latest_run_id(params.data.dataset_name, f"train@{method}")
     with tracking.stage_run(f"evaluate@{method}", params.data.dataset_name, {"evaluate": params.evaluate.model_dump()},

@@ -10,13 +10,14 @@ import csv
 import json
 from pathlib import Path
 
-from pipeline import paths, tracking
-from pipeline.compare import compare, markdown
+from pipeline import paths
 from pipeline.config import ParamsError, load_params
-from pipeline.flows import as_flow, run_stage
+from pipeline.evaluation.comparison import compare, markdown
 from pipeline.io import atomic_path, write_json
+from pipeline.orchestration import tracking
+from pipeline.orchestration.flows import as_flow, run_stage
 
-RESULTS = paths.RESULTS
+RESULTS = paths.RESULTS_DIR
 
 
 def training_budget(result_dir: Path) -> str:
@@ -45,8 +46,8 @@ def main() -> None:
             "** p < 0.01).\n\n" + markdown(result, {m: training_budget(RESULTS / m) for m in methods}))
     with atomic_path(paths.COMPARISON) as tmp:
         tmp.write_text(text)
-    write_json(result, paths.METRICS / "comparison.json")
-    with atomic_path(paths.PLOTS / "comparison.csv") as tmp, open(tmp, "w", newline="") as f:
+    write_json(result, paths.METRICS_DIR / "comparison.json")
+    with atomic_path(paths.PLOTS_DIR / "comparison.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "ndcg@10", "recall@10"])
         for m, row in result["methods"].items():

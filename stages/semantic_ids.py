@@ -1,19 +1,20 @@
 """DVC stage `semantic_ids@<tokenizer>`: every item's codes plus the collision token; unique by construction."""
 import sys
 
-from pipeline import paths, tracking
+from pipeline import paths
 from pipeline.config import load_params
-from pipeline.flows import as_flow, run_stage
-from pipeline.reproducible import portable_cpu_numerics
 from pipeline.io import write_json
-from pipeline.tokenizers import semantic_ids
+from pipeline.orchestration import tracking
+from pipeline.orchestration.flows import as_flow, run_stage
+from pipeline.runtime.reproducible import portable_cpu_numerics
+from pipeline.tokenizers.tokenize import semantic_ids
 
 
 def main(name: str) -> None:
     portable_cpu_numerics()  # before any tensor work: the same bytes on every x86-64 CPU
     params = load_params()
     block = params.tokenizer(name)
-    metrics = paths.METRICS / f"semantic_ids_{name}.json"
+    metrics = paths.METRICS_DIR / f"semantic_ids_{name}.json"
     stats = as_flow(semantic_ids, name=f"semantic_ids-{name}")(block, paths.tokenizer_dir(name),
                                                                  paths.semantic_ids_dir(name))
     write_json(stats, metrics)

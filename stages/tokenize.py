@@ -1,19 +1,20 @@
 """DVC stage `tokenize@<tokenizer>`: train the tokenizer of block tokenizers.<tokenizer> (docs/method_reference.md §3)."""
 import sys
 
-from pipeline import paths, tracking
+from pipeline import paths
 from pipeline.config import load_params
-from pipeline.flows import as_flow, run_stage
-from pipeline.reproducible import portable_cpu_numerics
 from pipeline.io import write_json
-from pipeline.tokenizers import tokenize
+from pipeline.orchestration import tracking
+from pipeline.orchestration.flows import as_flow, run_stage
+from pipeline.runtime.reproducible import portable_cpu_numerics
+from pipeline.tokenizers.tokenize import tokenize
 
 
 def main(name: str) -> None:
     portable_cpu_numerics()  # before any tensor work: the same bytes on every x86-64 CPU
     params = load_params()
     block = params.tokenizer(name)
-    curve = paths.PLOTS / f"tokenize_{name}.csv"
+    curve = paths.PLOTS_DIR / f"tokenize_{name}.csv"
     out_dir = paths.tokenizer_dir(name)
     section = {"data": params.data.model_dump(), "filter": params.filter.model_dump(),
                "embed": params.embed.model_dump(), "tokenizer": block.model_dump(), "seed": params.seed}
@@ -26,7 +27,7 @@ def main(name: str) -> None:
 
     with tracking.stage_run(f"tokenize@{name}", params.data.dataset_name, section, run_name=name) as run:
         final = as_flow(tokenize, name=f"tokenize-{name}")(block, params.seed, out_dir, curve, on_epoch=progress)
-        write_json(final, paths.METRICS / f"tokenize_{name}.json")
+        write_json(final, paths.METRICS_DIR / f"tokenize_{name}.json")
         run.log_artifact(str(curve))
         run.log_artifact(str(out_dir / "config.json"))
 

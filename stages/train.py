@@ -2,12 +2,14 @@
 import csv
 import sys
 
-from pipeline import distributed, paths, tracking
+from pipeline import paths
 from pipeline.config import load_params
-from pipeline.experiment import train_method
-from pipeline.flows import as_flow, run_stage
-from pipeline.reproducible import pin_threads
 from pipeline.io import atomic_path, write_json
+from pipeline.orchestration import tracking
+from pipeline.orchestration.flows import as_flow, run_stage
+from pipeline.runtime import distributed
+from pipeline.runtime.reproducible import pin_threads
+from pipeline.training.method import train_method
 
 
 def main(method: str) -> None:
@@ -15,7 +17,7 @@ def main(method: str) -> None:
     pin_threads(params.cpu_threads)  # the output bytes depend on the thread count
     block = params.method(method)
     out_dir = paths.model_dir(method)
-    curve = paths.PLOTS / f"train_{method}.csv"
+    curve = paths.PLOTS_DIR / f"train_{method}.csv"
     section = {"method": block.model_dump(), "data": params.data.model_dump(), "filter": params.filter.model_dump(),
                "embed": params.embed.model_dump(), "seed": params.seed}
     if block.tokenizer:  # the upstream block that shaped this method's input
@@ -39,7 +41,7 @@ def main(method: str) -> None:
         else:
             curve.parent.mkdir(parents=True, exist_ok=True)
             curve.write_text("epoch\n")
-        write_json(summary, paths.METRICS / f"train_{method}.json")
+        write_json(summary, paths.METRICS_DIR / f"train_{method}.json")
         run.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float))})
         if "precision" in summary:  # what train.precision resolved to here: runs of other machines told apart
             run.set_tags({"train.precision_used": summary["precision"], "train.device_used": summary["device"]})

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from pipeline import paths
 from pipeline.config import params_from_dict
-from pipeline.semantic_ids import write_id_table
+from pipeline.tokenizers.semantic_ids import write_id_table
 
 N_ITEMS, N_USERS, SEQ_LEN = 40, 40, 8  # N_ITEMS as tests/test_tiger.py
 
@@ -43,7 +43,7 @@ class Workspace:
     def write_sequences(self) -> None:
         """Leave-one-out splits as the filter stage writes them (docs/method_reference.md §1)."""
         seqs = pattern_sequences()
-        d = paths.SEQUENCES
+        d = paths.SEQUENCES_DIR
         d.mkdir(parents=True, exist_ok=True)
         train = [(u, s[max(0, t - 20):t], s[t]) for u, s in enumerate(seqs) for t in range(1, len(s) - 2)]
         valid = [(u, s[-22:-2], s[-2]) for u, s in enumerate(seqs)]

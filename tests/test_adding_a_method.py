@@ -25,7 +25,7 @@ def readme_example() -> tuple[str, dict]:
 def test_the_readme_example_trains_and_evaluates_through_the_stages(workspace, monkeypatch):
     code, block = readme_example()
     module = types.ModuleType("pipeline.models.bigram")
-    exec(compile(code, "README.md (Adding a method)", "exec"), module.__dict__)
+    exec(compile(code, "docs/adding_a_method.md", "exec"), module.__dict__)
     monkeypatch.setitem(sys.modules, "pipeline.models.bigram", module)
     monkeypatch.setitem(registry.MODELS, "bigram", module.Bigram)
     workspace.params(block["methods"])

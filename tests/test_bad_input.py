@@ -1,4 +1,4 @@
-"""Bad input never passes silently and never ends in a traceback (README, "Bad input").
+"""Bad input never passes silently and never ends in a traceback (docs/data.md, "Bad input").
 
 A property-based test (hypothesis) corrupts interaction and sequence files at random: cut at a random byte
 (compressed or not), garbage lines, fields of the wrong type, empty and header-only files, timestamps that
@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from pipeline.config import params_from_dict
 from pipeline.data.download import download
 from pipeline.data.prepare import SEQUENCE_FILES, prepare
-from pipeline.flows import run_stage
+from pipeline.orchestration.flows import run_stage
 
 settings.register_profile("ci", max_examples=25, derandomize=True, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.too_slow])

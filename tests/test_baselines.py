@@ -1,20 +1,20 @@
 """SASRec and the most-popular baseline on tiny synthetic splits (CPU, a few seconds)."""
 import numpy as np
-import pyarrow.parquet as pq
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 
-from pipeline.data.sequences import leave_one_out
-from pipeline.metrics import ranking_metrics
-from pipeline.models.popularity import MostPopular, training_interaction_counts
 from pipeline.config import ParamsError
+from pipeline.data.sequences import leave_one_out
+from pipeline.data.splits import Split, load_split
+from pipeline.evaluation.metrics import ranking_metrics
 from pipeline.models.base import ModelInputs
+from pipeline.models.popularity import MostPopular, training_interaction_counts
 from pipeline.models.registry import build
 from pipeline.models.sasrec import SASRec, SASRecConfig, position_ids
-from pipeline.recdata import Split, load_split
 
 N_ITEMS = 20
 

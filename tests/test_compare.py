@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.compare import compare, markdown
+from pipeline.evaluation.comparison import compare, markdown
 
 
 def ranks_file(path, ranks, users=None):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.decoding import PrefixIndex, constrained_beam_search
+from pipeline.models.tiger.decoding import PrefixIndex, constrained_beam_search
 
 
 def random_ids(n, depth, K, seed):

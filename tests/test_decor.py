@@ -6,11 +6,18 @@ import pytest
 import torch
 
 from pipeline.config import ParamsError, TrainConfig, load_params
-from pipeline.experiment import build_method
 from pipeline.models.decor import Decor, DecorConfig, user_code_information
-from pipeline.models.tiger import BOS, FIRST_CODE, Tiger, TigerConfig
-from pipeline.training import Trainer
-from tests.test_tiger import DEPTH, K, N_ITEMS, catalogue, every_item_log_probability, pattern_split
+from pipeline.models.tiger.model import BOS, FIRST_CODE, Tiger, TigerConfig
+from pipeline.training.method import build_method
+from pipeline.training.trainer import Trainer
+from tests.test_tiger import (
+    DEPTH,
+    N_ITEMS,
+    K,
+    catalogue,
+    every_item_log_probability,
+    pattern_split,
+)
 
 SIZES = dict(n_items=N_ITEMS, depth=DEPTH, codebook_size=K, d_model=32, num_layers=1, num_decoder_layers=1,
              num_heads=2, d_kv=16, d_ff=64, dropout=0.0)

@@ -12,8 +12,15 @@ import threading
 import pytest
 
 from pipeline.config import params_from_dict
-from pipeline.data.download import (MANIFEST, DownloadError, NetworkUnavailable, RemoteFile, download,
-                                    fetch_from_mirrors, fetch_url)
+from pipeline.data.download import (
+    MANIFEST,
+    DownloadError,
+    NetworkUnavailable,
+    RemoteFile,
+    download,
+    fetch_from_mirrors,
+    fetch_url,
+)
 from pipeline.data.readers import DataError
 
 PAYLOAD = bytes(range(256)) * 4000  # ~1 MB

@@ -8,11 +8,12 @@ import yaml
 from safetensors.torch import load_file
 
 from pipeline import paths
-from pipeline.experiment import build_method, evaluate_model, train_method
-from pipeline.model_folder import load_model
-from pipeline.models.etegrec import Etegrec, tokenizer_from_folder
-from pipeline.rqvae import load_rqvae
-from pipeline.semantic_ids import assert_unique, read_id_table
+from pipeline.evaluation.evaluate import evaluate_model
+from pipeline.models.etegrec.model import Etegrec, tokenizer_from_folder
+from pipeline.models.folder import load_model
+from pipeline.tokenizers.rqvae import load_rqvae
+from pipeline.tokenizers.semantic_ids import assert_unique, read_id_table
+from pipeline.training.method import build_method, train_method
 from tests.conftest import N_ITEMS, TINY_T5, TINY_TRAIN
 from tests.test_model_folder import quiet, rqvae, run_tokenizer
 
@@ -82,8 +83,8 @@ def check_ids_after_each_tokenizer_epoch(model: Etegrec, valid, seen: list):
 
 @pytest.mark.parametrize("alternating", [True, False])
 def test_ids_are_rederived_unique_after_each_tokenizer_epoch_and_the_decoder_follows_them(workspace, alternating):
-    from pipeline.recdata import load_splits
-    from pipeline.training import Trainer
+    from pipeline.data.splits import load_splits
+    from pipeline.training.trainer import Trainer
 
     # a tokenizer learning rate high enough that IDs move in a few steps; never frozen early
     block = etegrec_block({"epochs": 6, "lr": 0.01}, tokenizer_lr=0.01, freeze_below=0.0, tokenizer_cycles=2,
@@ -91,7 +92,7 @@ def test_ids_are_rederived_unique_after_each_tokenizer_epoch_and_the_decoder_fol
     params = setup(workspace, {"etegrec": block})
     torch.manual_seed(0)
     model, _ = build_method(params, "etegrec")
-    splits = load_splits(paths.SEQUENCES)
+    splits = load_splits(paths.SEQUENCES_DIR)
     seen = []
     check_ids_after_each_tokenizer_epoch(model, splits["valid"], seen)
     trainer = Trainer(model, splits["train"], splits["valid"], params.method("etegrec").train, "out", seed=0,
@@ -109,14 +110,14 @@ def test_ids_are_rederived_unique_after_each_tokenizer_epoch_and_the_decoder_fol
 
 
 def test_the_tokenizer_is_frozen_once_its_ids_stop_changing(workspace):
-    from pipeline.recdata import load_splits
-    from pipeline.training import Trainer
+    from pipeline.data.splits import load_splits
+    from pipeline.training.trainer import Trainer
 
     # freeze_below above any share: the first re-derivation freezes it, later tokenizer epochs train the recommender
     params = setup(workspace, {"etegrec": etegrec_block({"epochs": 5}, freeze_below=1.01, tokenizer_cycles=2)})
     torch.manual_seed(0)
     model, _ = build_method(params, "etegrec")
-    splits = load_splits(paths.SEQUENCES)
+    splits = load_splits(paths.SEQUENCES_DIR)
     trainer = Trainer(model, splits["train"], splits["valid"], params.method("etegrec").train, "out", seed=0,
                       device="cpu", log=quiet)
     tokenizer = {k: v.clone() for k, v in model.tokenizer.state_dict().items()}
@@ -166,17 +167,17 @@ def test_a_killed_run_resumes_in_the_right_phase_with_the_right_ids(workspace):
 
         return train_method(params, "etegrec", folder, log=quiet, on_epoch=on_epoch)[1]
 
-    straight = run(paths.MODELS / "straight")
+    straight = run(paths.MODELS_DIR / "straight")
     with pytest.raises(Interrupt):
-        run(paths.MODELS / "killed", stop_at=2)  # after the tokenizer epoch re-derived the IDs
-    state = load_file(str(paths.MODELS / "killed/last/model.safetensors"))
+        run(paths.MODELS_DIR / "killed", stop_at=2)  # after the tokenizer epoch re-derived the IDs
+    state = load_file(str(paths.MODELS_DIR / "killed/last/model.safetensors"))
     assert not torch.equal(state["ids"], torch.as_tensor(read_id_table(paths.semantic_ids_dir("rq") / "ids.parquet")))
-    resumed = run(paths.MODELS / "killed")
+    resumed = run(paths.MODELS_DIR / "killed")
     assert [r["phase"] for r in resumed] == [r["phase"] for r in straight] == \
         ["tokenizer", "recommender", "tokenizer", "recommender"]
     assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in straight]
     assert [r.get("ids_changed") for r in resumed] == [r.get("ids_changed") for r in straight]
-    a, b = (load_file(str(paths.MODELS / f / "last/model.safetensors")) for f in ("straight", "killed"))
+    a, b = (load_file(str(paths.MODELS_DIR / f / "last/model.safetensors")) for f in ("straight", "killed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -220,7 +221,7 @@ def test_the_tokenizer_may_read_sasrecs_item_embeddings_and_a_mismatched_tokeniz
 
 
 def test_a_learning_rate_written_5e_5_is_a_number_and_a_word_is_refused():
-    from pipeline.models.etegrec import EtegrecConfig
+    from pipeline.models.etegrec.model import EtegrecConfig
 
     config = EtegrecConfig.from_dict({"n_items": 4, "depth": 4, "codebook_size": 8, "tokenizer_lr": "5e-5"})
     assert config.tokenizer_lr == 5e-5

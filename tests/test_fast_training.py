@@ -10,10 +10,10 @@ import torch
 import torch.multiprocessing as mp
 
 from pipeline.config import TrainConfig
+from pipeline.data.splits import DeviceSplit, Split
 from pipeline.models.sasrec import SASRec, SASRecConfig
-from pipeline.models.tiger import PAD
-from pipeline.recdata import DeviceSplit, Split
-from pipeline.training import Trainer
+from pipeline.models.tiger.model import PAD
+from pipeline.training.trainer import Trainer
 from tests.test_tiger import N_ITEMS, pattern_split, tiny_tiger
 
 
@@ -185,7 +185,7 @@ def test_two_ddp_processes_make_the_updates_of_one_process_with_the_same_batch(t
 
 # ----- dropout on a CPU --------------------------------------------------------------------------------
 def test_fast_cpu_dropout_drops_p_and_keeps_the_mean():
-    from pipeline.models.cpu_dropout import fast_dropout
+    from pipeline.models.tiger.cpu_dropout import fast_dropout
 
     torch.manual_seed(0)
     x = torch.ones(1_000_003)  # not a multiple of 4 lanes
@@ -200,7 +200,7 @@ def test_t5_attention_in_plain_ops_is_the_sdpa_attention(monkeypatch):
     """The CPU-training path computes HF's SDPA attention (padding masks, the causal decoder, cross-attention)."""
     from transformers import AttentionInterface, T5Config, T5ForConditionalGeneration
 
-    from pipeline.models import cpu_dropout
+    from pipeline.models.tiger import cpu_dropout
 
     torch.manual_seed(0)
     t5 = T5ForConditionalGeneration(T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,

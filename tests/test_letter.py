@@ -1,4 +1,4 @@
-"""LETTER's tokenizer (pipeline/letter.py on pipeline/rqvae.py): the switch that reduces it to the RQ-VAE, its
+"""LETTER's tokenizer (pipeline/tokenizers/letter.py on pipeline/tokenizers/rqvae.py): the switch that reduces it to the RQ-VAE, its
 two regularisers, the Sinkhorn-balanced last level, and the neighbour-agreement figure it logs."""
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from pipeline.config import LetterTokenizer, RQVAETokenizer
-from pipeline.letter import LetterRegulariser, cluster_codes, diversity_loss, neighbour_code_agreement
-from pipeline.rqvae import RQVAEConfig, sinkhorn_codes, train_rqvae
-from pipeline.semantic_ids import read_id_table
-from pipeline.tokenizers import semantic_ids, tokenize
+from pipeline.tokenizers.letter import (
+    LetterRegulariser,
+    cluster_codes,
+    diversity_loss,
+    neighbour_code_agreement,
+)
+from pipeline.tokenizers.rqvae import sinkhorn_codes, train_rqvae
+from pipeline.tokenizers.semantic_ids import read_id_table
+from pipeline.tokenizers.tokenize import semantic_ids, tokenize
 from tests.test_rqvae import CONFIG, clustered_data
 
 SMALL = dict(hidden=[64], code_dim=16, levels=3, codebook_size=32, epochs=20, batch_size=256, lr=3e-3)
@@ -57,7 +62,7 @@ def test_a_regulariser_with_zero_weights_trains_the_rqvae_step_for_step():
 
 def test_collaborative_term_is_in_batch_cross_entropy_and_trains_the_encoder_only():
     z, h, reg = letter(collaborative=1.0)
-    from pipeline.rqvae import RQVAE
+    from pipeline.tokenizers.rqvae import RQVAE
 
     torch.manual_seed(0)
     model = RQVAE(CONFIG)

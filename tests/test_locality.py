@@ -1,8 +1,13 @@
-"""Item boundaries for DiscRec's localized Transformer (pipeline.locality): no token attends outside its item,
+"""Item boundaries for DiscRec's localized Transformer (pipeline.models.discrec.locality): no token attends outside its item,
 EOS and BOS belong to the adjacent item, padding and one-item histories included."""
 import torch
 
-from pipeline.locality import PADDING_ITEM, decoder_items, encoder_items, local_attention_mask
+from pipeline.models.discrec.locality import (
+    PADDING_ITEM,
+    decoder_items,
+    encoder_items,
+    local_attention_mask,
+)
 
 D = 4  # tokens per item: 3 levels + the collision token
 

@@ -58,7 +58,7 @@ def test_every_committed_result_is_an_output_the_lock_records():
 
 def test_the_stale_check_sees_params_and_code_but_not_missing_data():
     """The check itself, on what dvc status prints in a fresh clone and after an edit."""
-    tracked = {"stages/train.py", "pipeline/models/tiger.py"}
+    tracked = {"stages/train.py", "pipeline/models/tiger/model.py"}
     fresh_clone = {"train@tiger": [{"changed deps": {"data/interim/sequences": "deleted"}},
                                    {"changed outs": {"data/models/tiger": "not in cache"}}]}
     assert stale_stages(fresh_clone, tracked) == {}

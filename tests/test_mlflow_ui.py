@@ -4,7 +4,6 @@ Keeps the README's screenshot (reports/mlflow_compare.png, made by scripts/mlflo
 true: the same code starts the server on a fresh store, opens the compare page and waits for the runs.
 """
 import importlib.util
-import shutil
 import sys
 from pathlib import Path
 

@@ -10,12 +10,13 @@ from safetensors.torch import load_file
 
 from pipeline import paths
 from pipeline.config import ParamsError
-from pipeline.experiment import evaluate_model, train_method
-from pipeline.model_folder import load_model
+from pipeline.evaluation.evaluate import evaluate_model
+from pipeline.models.folder import load_model
 from pipeline.recommend import main as recommend_main
 from pipeline.recommend import recommend
-from pipeline.semantic_ids import read_id_table
-from pipeline.tokenizers import semantic_ids, tokenize
+from pipeline.tokenizers.semantic_ids import read_id_table
+from pipeline.tokenizers.tokenize import semantic_ids, tokenize
+from pipeline.training.method import train_method
 from tests.conftest import N_ITEMS, TINY_T5, TINY_TRAIN
 
 
@@ -31,7 +32,7 @@ def rqvae(**over) -> dict:
 def run_tokenizer(params, name: str) -> np.ndarray:
     """tokenize@<name> then semantic_ids@<name>, as the stages run them; returns the IDs."""
     block = params.tokenizer(name)
-    tokenize(block, params.seed, paths.tokenizer_dir(name), paths.PLOTS / f"tokenize_{name}.csv", log=quiet)
+    tokenize(block, params.seed, paths.tokenizer_dir(name), paths.PLOTS_DIR / f"tokenize_{name}.csv", log=quiet)
     semantic_ids(block, paths.tokenizer_dir(name), paths.semantic_ids_dir(name), log=quiet)
     return read_id_table(paths.semantic_ids_dir(name) / "ids.parquet")
 
@@ -128,7 +129,7 @@ def test_recommend_prints_titles_and_semantic_ids_and_refuses_unknown_users(work
 
 
 def test_a_method_that_names_ids_it_does_not_read_or_reads_none_is_refused(workspace):
-    from pipeline.experiment import build_method
+    from pipeline.training.method import build_method
 
     workspace.write_ids("rq", workspace.random_ids(), 8)
     params = workspace.params({"sasrec": {"model": "sasrec", "inputs": ["data/processed/semantic_ids/rq"]},

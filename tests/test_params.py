@@ -7,7 +7,7 @@ import yaml
 
 from pipeline import paths
 from pipeline.config import ParamsError, load_params, params_from_dict
-from pipeline.models.base import TOKENIZER, ModelInputs
+from pipeline.models.base import READS_TOKENIZER, ModelInputs
 from pipeline.models.registry import MODELS, model_class
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,8 +48,8 @@ def test_every_method_of_params_yaml_builds_its_config():
             import torch
 
             inputs.item_codes = torch.zeros(10, 4, dtype=torch.long)
-        if TOKENIZER in cls.reads:  # a tokenizer of 3 levels of 4 codes behind those IDs
-            from pipeline.rqvae import RQVAE, RQVAEConfig
+        if READS_TOKENIZER in cls.reads:  # a tokenizer of 3 levels of 4 codes behind those IDs
+            from pipeline.tokenizers.rqvae import RQVAE, RQVAEConfig
 
             inputs.tokenizer = RQVAE(RQVAEConfig(in_dim=8, hidden=(8,), code_dim=4, levels=3, codebook_size=4))
         config = cls.config_class.from_dict({**cls.sizes(inputs, params.filter.max_history), **block.backbone})
@@ -87,8 +87,8 @@ def test_the_ablation_rows_are_decors_block_with_their_switches_only():
 def test_dvc_yaml_names_the_folders_of_pipeline_paths():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     outs = lambda stage: [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]  # noqa: E731
-    assert outs(stages["download"]) == [str(paths.RAW)]
-    assert str(paths.SEQUENCES) in outs(stages["filter"])
+    assert outs(stages["download"]) == [str(paths.RAW_DIR)]
+    assert str(paths.SEQUENCES_DIR) in outs(stages["filter"])
     assert outs(stages["embed"]) == [str(paths.EMBEDDINGS_DIR)]
     assert outs(stages["tokenize"]["do"]) == [str(paths.tokenizer_dir("${key}"))]
     assert outs(stages["semantic_ids"]["do"]) == [str(paths.semantic_ids_dir("${key}"))]

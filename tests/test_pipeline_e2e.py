@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.flows import prefect_server
+from pipeline.orchestration.flows import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
 SKIP = {".venv", ".git", "data", "mlruns.db", "mlruns", ".pytest_cache", ".benchmarks", "reports", "dvc.lock"}

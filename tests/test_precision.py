@@ -8,9 +8,15 @@ import torch
 
 from pipeline import paths
 from pipeline.config import TrainConfig
-from pipeline.experiment import evaluate_model, train_method
-from pipeline.precision import FORCE_ENV, PrecisionError, autocast, resolve_precision
-from pipeline.training import Trainer
+from pipeline.evaluation.evaluate import evaluate_model
+from pipeline.runtime.precision import (
+    FORCE_ENV,
+    PrecisionError,
+    autocast,
+    resolve_precision,
+)
+from pipeline.training.method import train_method
+from pipeline.training.trainer import Trainer
 from tests.conftest import TINY_T5, TINY_TRAIN
 from tests.test_tiger import pattern_split, tiny_tiger
 

@@ -23,10 +23,10 @@ def native_capability() -> str:
 
 ENCODE = """
 import hashlib, torch
-from pipeline.reproducible import portable_cpu_numerics
+from pipeline.runtime.reproducible import portable_cpu_numerics
 portable_cpu_numerics(log=lambda *a: None)
 torch.set_num_threads({threads})
-from pipeline.text import encode, load_encoder
+from pipeline.tokenizers.embedding import encode, load_encoder
 texts = ["Toy Story (1995). Animation Children's Comedy.", "GoldenEye (1995). Action Adventure Thriller."] * 40
 vectors = encode(load_encoder("packaged:all-MiniLM-L6-v2", "cpu"), texts, batch_size=16, normalize=True,
                  progress=False)
@@ -48,7 +48,7 @@ def test_the_cap_called_after_torch_chose_its_kernels_is_refused():
     if native_capability() in ("DEFAULT", "AVX2"):
         pytest.skip("this CPU's own kernels are AVX2 or lower: nothing to tell apart")
     code = ("import torch; torch.ones(2) + 1; torch.backends.cpu.get_cpu_capability()\n"
-            "from pipeline.reproducible import portable_cpu_numerics\n"
+            "from pipeline.runtime.reproducible import portable_cpu_numerics\n"
             "try:\n    portable_cpu_numerics()\nexcept RuntimeError as e:\n    print('refused:', e)")
     assert run_python(code).startswith("refused: portable_cpu_numerics() came after torch chose its")
 
@@ -59,7 +59,7 @@ def trained_weights_md5(out_dir) -> str:
 import hashlib, torch
 torch.set_num_threads(2)
 from pipeline.config import TrainConfig
-from pipeline.training import Trainer
+from pipeline.training.trainer import Trainer
 from tests.test_tiger import pattern_split, tiny_tiger
 cfg = TrainConfig(epochs=2, batch_size=16, warmup_steps=2, beam_size=10, precision="fp32")
 Trainer(tiny_tiger(), pattern_split(40), pattern_split(8, start=5), cfg, "{out_dir}", seed=0, device="cpu",

@@ -1,4 +1,4 @@
-"""RQ-VAE (pipeline/rqvae.py) on synthetic clustered data; CPU, a few seconds in total."""
+"""RQ-VAE (pipeline/tokenizers/rqvae.py) on synthetic clustered data; CPU, a few seconds in total."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.rqvae import (CONFIG_FILE, MODEL_FILE, RQVAE, RQVAEConfig, kmeans, load_rqvae, resolve_device,
-                            save_rqvae, train_rqvae)
-from pipeline.semantic_ids import collision_stats
+from pipeline.tokenizers.rqvae import (
+    RQVAE,
+    RQVAE_CONFIG_FILE,
+    RQVAE_WEIGHTS_FILE,
+    RQVAEConfig,
+    kmeans,
+    load_rqvae,
+    resolve_device,
+    save_rqvae,
+    train_rqvae,
+)
+from pipeline.tokenizers.semantic_ids import collision_stats
 
 N_CLUSTERS = 8
 IN_DIM = 32
@@ -136,8 +145,8 @@ def test_save_load_round_trip(tmp_path, data, trained):
     z, _ = data
     model, _, _ = trained
     save_rqvae(model, CONFIG, tmp_path / "rq")
-    assert sorted(p.name for p in (tmp_path / "rq").iterdir()) == sorted([MODEL_FILE, CONFIG_FILE])
-    assert json.loads((tmp_path / "rq" / CONFIG_FILE).read_text())["hidden"] == [64]
+    assert sorted(p.name for p in (tmp_path / "rq").iterdir()) == sorted([RQVAE_WEIGHTS_FILE, RQVAE_CONFIG_FILE])
+    assert json.loads((tmp_path / "rq" / RQVAE_CONFIG_FILE).read_text())["hidden"] == [64]
     loaded = load_rqvae(tmp_path / "rq")
     assert loaded.config == CONFIG and not loaded.training
     assert bool(loaded.initialized)
@@ -151,7 +160,7 @@ def test_save_load_round_trip(tmp_path, data, trained):
 
 
 def test_load_missing_directory_names_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=MODEL_FILE):
+    with pytest.raises(FileNotFoundError, match=RQVAE_WEIGHTS_FILE):
         load_rqvae(tmp_path)
 
 

@@ -1,4 +1,4 @@
-"""Collision tokens and semantic-ID statistics (pipeline/semantic_ids.py)."""
+"""Collision tokens and semantic-ID statistics (pipeline/tokenizers/semantic_ids.py)."""
 from __future__ import annotations
 
 import time
@@ -6,8 +6,14 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.semantic_ids import (SemanticIdError, assert_unique, assign_collision_tokens, codebook_utilisation,
-                                   collision_stats, semantic_id_stats)
+from pipeline.tokenizers.semantic_ids import (
+    SemanticIdError,
+    assert_unique,
+    assign_collision_tokens,
+    codebook_utilisation,
+    collision_stats,
+    semantic_id_stats,
+)
 
 
 def test_hand_example_tokens_follow_item_order():

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from pipeline.services import ServerError, local_server
+from pipeline.orchestration.local_server import ServerError, local_server
 
 
 def test_a_server_that_exits_is_reported_with_its_exit_code_and_output():

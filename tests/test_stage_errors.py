@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.flows import prefect_server
+from pipeline.orchestration.flows import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = [(f"u{u}", f"i{(u + j) % 8}", 1_600_000_000 + 1000 * u + 37 * j) for u in range(10) for j in range(6)]

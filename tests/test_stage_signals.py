@@ -13,8 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 STAGE = textwrap.dedent("""
     import time
-    from pipeline import tracking
-    from pipeline.flows import run_stage
+    from pipeline.orchestration import tracking
+    from pipeline.orchestration.flows import run_stage
 
     def body():
         with tracking.stage_run("train@toy", "toy-data", {"lr": 0.1}, run_name="toy") as run:

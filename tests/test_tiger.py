@@ -4,13 +4,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.metrics import ranking_metrics
-from pipeline.models.tiger import BOS, EOS, FIRST_CODE, PAD, IncrementalT5Decoder, Tiger, TigerConfig
-from pipeline.recdata import Split
 from pipeline.config import TrainConfig
-from pipeline.precision import autocast
-from pipeline.ranking import rank_split
-from pipeline.training import Trainer
+from pipeline.data.splits import Split
+from pipeline.evaluation.metrics import ranking_metrics
+from pipeline.evaluation.ranking import rank_split
+from pipeline.models.tiger.model import (
+    BOS,
+    EOS,
+    FIRST_CODE,
+    PAD,
+    IncrementalT5Decoder,
+    Tiger,
+    TigerConfig,
+)
+from pipeline.runtime.precision import autocast
+from pipeline.training.trainer import Trainer
 
 N_ITEMS, DEPTH, K = 40, 4, 8
 

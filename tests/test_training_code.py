@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.fingerprint import CODE_ROOT, TRAINING_CODE, code_digest
+from pipeline.training.fingerprint import CODE_ROOT, TRAINING_CODE, code_digest
 
 
 def copy_training_code(dest: Path) -> None:
@@ -24,7 +24,7 @@ def test_the_digest_follows_the_training_sources_and_ignores_caches(tmp_path):
     (tmp_path / "pipeline/models/__pycache__").mkdir(exist_ok=True)
     (tmp_path / "pipeline/models/__pycache__/tiger.cpython-311.pyc").write_bytes(b"\0compiled")
     assert code_digest(tmp_path) == before  # compiled caches come and go with the interpreter
-    decoder = tmp_path / "pipeline/models/tiger.py"
+    decoder = tmp_path / "pipeline/models/tiger/model.py"
     decoder.write_text(decoder.read_text() + "\n# an edit\n")
     assert code_digest(tmp_path) != before
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from pipeline.config import TrainConfig
 from pipeline.models.base import Phase, Recommender
-from pipeline.training import Trainer
+from pipeline.training.trainer import Trainer
 from tests.test_tiger import pattern_split
 
 

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from pipeline.config import DataParams
 from pipeline.data.readers import DataError, check_complete
+from pipeline.errors import UserError
 from pipeline.io import atomic_path, sha256_file, write_json
 
 MANIFEST = "manifest.json"
@@ -50,7 +51,7 @@ RECBOLE_MEMBERS = {
 }
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A file could not be obtained; the message says which and what to do."""
 
 
@@ -104,7 +105,7 @@ def _supply_hint(name: str, urls: list[str], raw_dir: Path) -> str:
     return (
         f"To supply it yourself: download {urls[0] if urls else name} on a machine with access, put it at "
         f"{raw_dir / name}, and run the stage again (a file already there is used as it is); or switch "
-        f"to your own files with data.source: local (README, 'Your own data')."
+        f"to your own files with data.source: local (docs/data.md, 'Your own data')."
     )
 
 

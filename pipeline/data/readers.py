@@ -7,7 +7,7 @@ Only the order of timestamps within a user matters downstream, so a column's uni
 a column that mixes Unix seconds, milliseconds and microseconds (values about x1000 apart) is converted
 to its finest unit, and the stage prints how many values it converted (``harmonise_time_units``).
 
-Bad input policy (README, "Bad input"):
+Bad input policy (docs/data.md, "Bad input"):
 - a malformed line (not JSON, wrong number of CSV fields) is skipped and counted; more than
   ``max_bad_lines`` stops with the file and the first bad line; the stage prints the count and the first;
 - a missing required field, an id that is not a string or an integer, or a timestamp that is not a number
@@ -33,6 +33,8 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
+from pipeline.errors import UserError
+
 USER_KEYS = ("user_id", "reviewerID", "user")
 ITEM_KEYS = ("parent_asin", "asin", "item_id", "item")
 TIME_KEYS = ("timestamp", "sortTimestamp", "unixReviewTime", "time")
@@ -49,7 +51,7 @@ TEXT_FIELDS = {
 }
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Raw input the stage refuses; the message names the file, the line and what to fix."""
 
 
@@ -672,7 +674,7 @@ def read_source(source: str, raw_dir: Path, files: Iterable[str], *, max_bad: in
         raise DataError(f"{raw_dir}: expected one interactions file for {source}, found {sorted(inter_files)}")
     path = raw_dir / inter_files[0]
     if ".csv" in path.suffixes:
-        if source == "amazon2018":  # ratings CSV: no header; item, user, rating, timestamp (README, "Datasets")
+        if source == "amazon2018":  # ratings CSV: no header; item, user, rating, timestamp (docs/data_sources.md)
             read = lambda: read_delimited(path, {"user": "user", "item": "item", "timestamp": "timestamp"},  # noqa: E731
                                           max_bad, report, header=False, names=["item", "user", "rating", "timestamp"])
         else:  # Amazon 2023 benchmark CSV: user_id,parent_asin,rating,timestamp, header optional

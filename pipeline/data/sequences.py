@@ -16,6 +16,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from pipeline.data.readers import DataError
+
 
 @dataclass
 class Sequences:
@@ -71,8 +73,6 @@ def build_sequences(raw: pl.DataFrame, k: int, keep_items: pl.Series | None = No
         if df.height == n:
             break
     if df.height == 0:
-        from pipeline.data.readers import DataError
-
         raise DataError(
             f"no interactions left after the {k}-core filter ({n_before} interactions read, "
             f"{duplicates} repeated pairs dropped): lower filter.k, or check that users and items repeat in "

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.recdata import Split
+from pipeline.data.splits import Split
 
 
 class ModelConfig:
@@ -37,9 +37,9 @@ class ModelConfig:
 
 
 # What a model may read besides the training splits (``Recommender.reads``); the model folder stores each.
-# TOKENIZER: the trained tokenizer behind the IDs and the item vectors it reads, for a model that trains
+# READS_TOKENIZER: the trained tokenizer behind the IDs and the item vectors it reads, for a model that trains
 # the tokenizer further (ETEGRec); its weights then travel inside the model's own weights.
-SEMANTIC_IDS, CODEBOOKS, TOKENIZER = "semantic_ids", "codebooks", "tokenizer"
+READS_SEMANTIC_IDS, READS_CODEBOOKS, READS_TOKENIZER = "semantic_ids", "codebooks", "tokenizer"
 
 
 @dataclass
@@ -49,7 +49,7 @@ class ModelInputs:
     item_codes: torch.Tensor | None = None  # (N, D) semantic IDs in item-id order, collision level included
     codebook_size: int | None = None  # K
     codebooks: torch.Tensor | None = None  # (L, K, e) the tokenizer's codebooks
-    tokenizer: nn.Module | None = None  # the trained tokenizer (pipeline.rqvae.RQVAE); None when loading a folder
+    tokenizer: nn.Module | None = None  # the trained tokenizer (pipeline.tokenizers.rqvae.RQVAE); None when loading a folder
     item_vectors: torch.Tensor | None = None  # (N, in_dim) what the tokenizer reads, in item-id order
 
 
@@ -71,7 +71,7 @@ class Recommender(nn.Module):
     - ``rank``: (B, k) item ids per sample, best first; -1 where no valid item fills a slot.
 
     The registry (``pipeline.models.registry``) builds a model from its class attributes:
-    - ``reads``: the inputs beyond the splits (``SEMANTIC_IDS``, ``CODEBOOKS``, ``TOKENIZER``);
+    - ``reads``: the inputs beyond the splits (``READS_SEMANTIC_IDS``, ``READS_CODEBOOKS``, ``READS_TOKENIZER``);
     - ``config_class``: its settings (the params block's ``backbone`` plus the sizes ``sizes`` derives);
     - ``from_inputs``: the model from a config and the inputs;
     - ``fits_itself``: True for a model fitted by ``fit(train_split)`` instead of the trainer (popularity).

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.base import CODEBOOKS, SEMANTIC_IDS, ModelInputs
-from pipeline.models.tiger import BOS, FIRST_CODE, Tiger, TigerConfig
+from pipeline.models.base import READS_CODEBOOKS, READS_SEMANTIC_IDS, ModelInputs
+from pipeline.models.tiger.model import BOS, FIRST_CODE, Tiger, TigerConfig, token_loss
 
 
 @dataclass
@@ -93,7 +93,7 @@ def user_code_information(weights: torch.Tensor) -> torch.Tensor:
 
 
 class Decor(Tiger):
-    reads = (SEMANTIC_IDS, CODEBOOKS)
+    reads = (READS_SEMANTIC_IDS, READS_CODEBOOKS)
     config_class = DecorConfig
 
     @classmethod
@@ -236,27 +236,17 @@ class Decor(Tiger):
         return {**batch, "context": self.context(batch, pooled)}
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Teacher-forced logits and the batch with its context. Tiger.logits, except that the encoder runs
-        first when the context pools its output states."""
-        if self.config.context != "encoder" or not self._composes:
-            encoder_embeds = self.embed_encoder(batch)
-            batch = self.with_decoder_context(batch, encoder_embeds)
-            return Tiger.logits(self, batch), batch
-        labels = batch["labels"]
-        dec_in = torch.cat([torch.full_like(labels[:, :1], BOS), labels[:, :-1]], dim=1)
-        encoder_embeds = self.embed_encoder(batch)
-        encoded = self.t5.encoder(inputs_embeds=encoder_embeds, attention_mask=batch["attention_mask"])
-        batch = self.with_decoder_context(batch, encoder_embeds, encoded.last_hidden_state)
-        out = self.t5(encoder_outputs=encoded, attention_mask=batch["attention_mask"],
-                      decoder_inputs_embeds=self.embed_decoder(dec_in, batch, 0), use_cache=False)
-        return out.logits, batch
+        """Teacher-forced logits and the batch with its context (the encoder runs first when the context
+        pools its output states)."""
+        out = self.teacher_forced(batch, context_from_encoder=self.config.context == "encoder" and self._composes)
+        return out.logits, out.batch
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self._forward(batch)[0]
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits, batch = self._forward(batch)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch["labels"].reshape(-1))
+        loss = token_loss(logits, batch["labels"])
         if self.config.diversity_weight and self.config.composition:
             _, weights = self.composition_weights(batch["context"])  # (B, levels, K): cheap beside the T5
             loss = loss - self.config.diversity_weight * user_code_information(weights.float()).mean()
@@ -271,7 +261,7 @@ class Decor(Tiger):
 
     # ----- diagnostics (paper Table 3: how many codes the composition uses) --------------------------
     # Eager even inside a compiled step: the sums outlive the step, and a CUDA graph's outputs are overwritten
-    # by its next replay (issue 15).
+    # by its next replay.
     @torch.compiler.disable
     def _record(self, weights: torch.Tensor, attr: str) -> None:
         weights = weights.detach().float()
@@ -280,7 +270,7 @@ class Decor(Tiger):
         setattr(self, attr, sums if current is None else current + sums)
         if attr == "_weight_sums":
             # per sample (B, levels, K): its largest weight, whether that is one-hot, its entropy, which code
-            # wins, and which codes reach the uniform weight 1/K (issue 16: the epoch mean hides all of this)
+            # wins, and which codes reach the uniform weight 1/K (the epoch mean hides all of this: docs/decor_collapse.md)
             K = weights.shape[-1]
             top = weights.max(dim=-1)
             entropy = -(weights * weights.clamp_min(1e-12).log()).sum(-1) / math.log(K)
@@ -293,7 +283,7 @@ class Decor(Tiger):
         if attr == "_weight_sums" or not self.config.composition:
             self._weight_rows += weights.shape[0]
 
-    # A code counts as active per sample when it reaches 1/K for at least this share of the samples (issue 16)
+    # A code counts as active per sample when it reaches 1/K for at least this share of the samples (docs/decor_collapse.md)
     ACTIVE_SHARE = 0.01
     COLLAPSED = 0.99  # the guard: a mean max weight above this means one code per level, not a composition
 

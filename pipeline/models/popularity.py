@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.metrics import INVALID
+from pipeline.data.splits import Split
+from pipeline.evaluation.metrics import INVALID
 from pipeline.models.base import ModelConfig, ModelInputs, Recommender
-from pipeline.recdata import Split
 
 
 def training_interaction_counts(train: Split, n_items: int) -> np.ndarray:

@@ -1,26 +1,26 @@
 """One registry of models: the name a params block gives in ``model:`` -> the class that implements it.
 
+Each entry names the module and class, imported when a stage asks for that model: a stage imports the code
+of its own method and no other, so its code dependencies (dvc.yaml, ``pipeline.code_deps``) stay exact,
+and training the popularity baseline never loads T5.
+
 Adding a method: write its model file (a ``Recommender`` subclass declaring ``reads``, ``config_class``,
-``sizes`` and ``from_inputs``), import it here and give it a name (README, "Adding a method").
+``sizes`` and ``from_inputs``), give it a name here and a params block (docs/adding_a_method.md).
 """
 from __future__ import annotations
 
+import importlib
+
 from pipeline.config import ParamsError
 from pipeline.models.base import ModelInputs, Recommender
-from pipeline.models.decor import Decor
-from pipeline.models.discrec import Discrec
-from pipeline.models.etegrec import Etegrec
-from pipeline.models.popularity import MostPopular
-from pipeline.models.sasrec import SASRec
-from pipeline.models.tiger import Tiger
 
-MODELS: dict[str, type[Recommender]] = {
-    "popularity": MostPopular,
-    "sasrec": SASRec,
-    "tiger": Tiger,
-    "decor": Decor,
-    "etegrec": Etegrec,
-    "discrec": Discrec,
+MODELS: dict[str, str] = {
+    "popularity": "pipeline.models.popularity:MostPopular",
+    "sasrec": "pipeline.models.sasrec:SASRec",
+    "tiger": "pipeline.models.tiger.model:Tiger",
+    "decor": "pipeline.models.decor:Decor",
+    "etegrec": "pipeline.models.etegrec.model:Etegrec",
+    "discrec": "pipeline.models.discrec.model:Discrec",
 }
 
 
@@ -28,14 +28,20 @@ class MethodError(ParamsError):
     """A methods.<name> block of params.yaml (or a model folder) that cannot be built."""
 
 
-def model_class(name: str, where: str) -> type[Recommender]:
+def model_module(name: str, where: str) -> str:
+    """The module that implements model ``name`` (its code, with its imports, is the method's code)."""
     if name not in MODELS:
         raise MethodError(f"{where}.model = {name!r}; known models: {sorted(MODELS)}")
-    return MODELS[name]
+    return MODELS[name].split(":")[0]
+
+
+def model_class(name: str, where: str) -> type[Recommender]:
+    module, cls = MODELS[name].split(":") if name in MODELS else (model_module(name, where), "")
+    return getattr(importlib.import_module(module), cls)
 
 
 def name_of(cls: type[Recommender]) -> str:
-    return next(name for name, c in MODELS.items() if c is cls)
+    return next(name for name, entry in MODELS.items() if entry == f"{cls.__module__}:{cls.__qualname__}")
 
 
 def build(name: str, backbone: dict, inputs: ModelInputs, max_history: int, where: str) -> Recommender:

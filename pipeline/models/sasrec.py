@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.metrics import INVALID
+from pipeline.data.splits import DeviceSplit, Split
+from pipeline.evaluation.metrics import INVALID
 from pipeline.models.base import ModelConfig, ModelInputs, Recommender
-from pipeline.recdata import DeviceSplit, Split
 
 
 @dataclass

@@ -39,7 +39,7 @@ class TrainConfig(_Strict):
     # auto = bf16 autocast where bfloat16 is native (CUDA; CPUs with AVX512-BF16/AMX: x1.3-1.7 samples/s
     # there, benchmarks/bench_train.py), float32 elsewhere | bf16 = bf16 autocast, refused on a CPU that
     # would emulate it (x0.1 of float32) unless GENREC_FORCE_BF16=1 | fp32 = no autocast anywhere
-    # (bit-for-bit comparisons across machines). pipeline/precision.py; the resolved value is recorded.
+    # (bit-for-bit comparisons across machines). pipeline/runtime/precision.py; the resolved value is recorded.
     precision: Precision = "auto"
     # auto = torch.compile on CUDA (with CUDA graphs: static batch shapes, one graph replay per step), eager
     # on a CPU, where compiling costs a minute and was slower here (benchmarks/bench_train.py) | true | false.

@@ -25,11 +25,21 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as load_safetensors_into
 
 from pipeline.io import atomic_path, write_json
-from pipeline.models.base import CODEBOOKS, SEMANTIC_IDS, ModelInputs, Recommender
+from pipeline.models.base import (
+    READS_CODEBOOKS,
+    READS_SEMANTIC_IDS,
+    ModelInputs,
+    Recommender,
+)
 from pipeline.models.registry import MethodError, model_class, name_of
-from pipeline.semantic_ids import SemanticIdError, read_id_table, write_id_table
+from pipeline.paths import tokenizer_of
+from pipeline.tokenizers.semantic_ids import (
+    SemanticIdError,
+    read_id_table,
+    write_id_table,
+)
 
-CONFIG_FILE = "model.json"
+MODEL_CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "best.safetensors"
 IDS_FILE = "semantic_ids.parquet"
 CODEBOOKS_FILE = "codebooks.safetensors"
@@ -109,8 +119,6 @@ def check_catalogue(folder: Path, info: dict, items_path: Path) -> None:
 # ----- the folder ------------------------------------------------------------------------------------
 def upstream_inputs(cls: type[Recommender], inputs: list[str], n_items: int, where: str) -> ModelInputs:
     """The inputs a model class reads, from the folders a params block names (``inputs``)."""
-    from pipeline.paths import tokenizer_of
-
     data = ModelInputs(n_items=n_items)
     sid_dirs = [Path(p) for p in inputs if tokenizer_of(p)]
     if not cls.reads:
@@ -126,7 +134,7 @@ def upstream_inputs(cls: type[Recommender], inputs: list[str], n_items: int, whe
         raise MethodError(f"{meta_path}: not found; run its stage (dvc repro semantic_ids@{sid_dir.name})")
     data.item_codes = _codes(sid_dir / "ids.parquet", n_items)
     data.codebook_size = int(json.loads(meta_path.read_text())["codebook_size"])
-    if CODEBOOKS in cls.reads:
+    if READS_CODEBOOKS in cls.reads:
         data.codebooks = read_codebooks(sid_dir / "codebooks.safetensors")
     return data
 
@@ -136,12 +144,12 @@ def write_folder(folder: Path, method: str, model: Recommender, data: ModelInput
     """Everything but the weights: the config, the IDs and codebooks the model reads, the catalogue."""
     folder.mkdir(parents=True, exist_ok=True)
     cls = type(model)
-    if SEMANTIC_IDS in cls.reads:
+    if READS_SEMANTIC_IDS in cls.reads:
         write_id_table(model.item_codes.cpu().numpy(), folder / IDS_FILE)
-    if CODEBOOKS in cls.reads:
+    if READS_CODEBOOKS in cls.reads:
         write_codebooks(data.codebooks, folder / CODEBOOKS_FILE)
     write_json({"format": FORMAT, "method": method, "model": name_of(cls), "config": model.config.to_dict(),
-                "inputs": inputs, "catalogue": catalogue(items_path)}, folder / CONFIG_FILE)
+                "inputs": inputs, "catalogue": catalogue(items_path)}, folder / MODEL_CONFIG_FILE)
 
 
 def write_exports(model: Recommender, folder: Path) -> None:
@@ -151,7 +159,7 @@ def write_exports(model: Recommender, folder: Path) -> None:
 
 
 def read_info(folder: Path) -> dict:
-    path = Path(folder) / CONFIG_FILE
+    path = Path(folder) / MODEL_CONFIG_FILE
     if not path.exists():
         raise MethodError(f"{path}: not found; {folder} is not a trained model folder (run dvc repro train@<method>)")
     info = json.loads(path.read_text())
@@ -168,13 +176,13 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu",
     info = read_info(folder)
     if items_path is not None:
         check_catalogue(folder, info, items_path)
-    cls = model_class(info["model"], f"{folder / CONFIG_FILE}: model")
+    cls = model_class(info["model"], f"{folder / MODEL_CONFIG_FILE}: model")
     config = cls.config_class.from_dict(info["config"])
     data = ModelInputs(n_items=info["config"]["n_items"])
-    if SEMANTIC_IDS in cls.reads:
+    if READS_SEMANTIC_IDS in cls.reads:
         data.item_codes = _codes(folder / IDS_FILE, data.n_items)
         data.codebook_size = info["config"]["codebook_size"]
-    if CODEBOOKS in cls.reads:
+    if READS_CODEBOOKS in cls.reads:
         data.codebooks = read_codebooks(folder / CODEBOOKS_FILE)
     model = cls.from_inputs(config, data).to(device)
     weights = folder / WEIGHTS_FILE

@@ -2,7 +2,7 @@
 
 ``dvc exp run --queue`` runs stages in a temporary copy of the repository inside its ``.dvc`` folder (``tmp``, then ``exps``);
 the store location is resolved to the original repository root so queued experiments land in the
-same store as ``dvc repro`` (README, "Tracking (MLflow)"). ``MLFLOW_TRACKING_URI`` overrides it.
+same store as ``dvc repro`` (docs/operations.md, "Tracking (MLflow)"). ``MLFLOW_TRACKING_URI`` overrides it.
 """
 from __future__ import annotations
 

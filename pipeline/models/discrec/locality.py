@@ -2,7 +2,7 @@
 paper, §III): which item each token belongs to, its position inside the item, and the attention mask
 of the localized Transformer (a token attends only to the tokens of its own item).
 
-Layouts (``pipeline.models.tiger``): the encoder reads the history items' D tokens each, oldest first, then
+Layouts (``pipeline.models.tiger.model``): the encoder reads the history items' D tokens each, oldest first, then
 EOS, then padding; the decoder reads ``[BOS, c_1, .., c_{D-1}]``, the tokens of one item. As the paper says,
 EOS counts as part of the item before it (the last history item) and BOS as part of the item it starts.
 

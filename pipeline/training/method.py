@@ -1,42 +1,42 @@
 """Train and evaluate one method: the shared logic behind `train@<method>` and `evaluate@<method>`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline import distributed, paths
-from pipeline.config import EvaluateParams, Params
-from pipeline.devices import resolve_device
-from pipeline.fingerprint import code_digest, fingerprint
-from pipeline.io import atomic_dir, write_json, write_parquet
-from pipeline.metrics import mask_seen, ranking_metrics, target_ranks
-from pipeline.model_folder import (TRAINING_FILE, WEIGHTS_FILE, load_model, load_weights, save_weights, upstream_inputs,
-                                   write_exports, write_folder)
-from pipeline.models.base import TOKENIZER, Recommender
+from pipeline import paths
+from pipeline.config import Params
+from pipeline.data.splits import load_splits
+from pipeline.io import write_json
+from pipeline.models.base import READS_TOKENIZER, Recommender
+from pipeline.models.folder import (
+    TRAINING_FILE,
+    WEIGHTS_FILE,
+    load_weights,
+    save_weights,
+    upstream_inputs,
+    write_exports,
+    write_folder,
+)
 from pipeline.models.registry import MethodError, build, model_class
-from pipeline.precision import resolve_precision
-from pipeline.ranking import rank_split
-from pipeline.recdata import load_split, load_splits
-from pipeline.training import Trainer
+from pipeline.runtime import distributed
+from pipeline.tokenizers.item_vectors import tokenizer_inputs
+from pipeline.training.fingerprint import fingerprint, training_code_digest
+from pipeline.training.trainer import Trainer
 
 
-def build_method(params: Params, method: str, seq_dir: Path = paths.SEQUENCES) -> tuple[Recommender, object]:
+def build_method(params: Params, method: str, seq_dir: Path = paths.SEQUENCES_DIR) -> tuple[Recommender, object]:
     """The untrained model of ``methods.<method>`` and the inputs it was built from (read from upstream)."""
     block = params.method(method)
     where = f"params.yaml: methods.{method}"
     cls = model_class(block.model, where)
     n_items = pq.ParquetFile(seq_dir / "items.parquet").metadata.num_rows
     data = upstream_inputs(cls, block.inputs, n_items, where)
-    if TOKENIZER in cls.reads:  # the tokenizer behind the IDs, trained further with the model (ETEGRec)
-        from pipeline.tokenizers import tokenizer_inputs
-
+    if READS_TOKENIZER in cls.reads:  # the tokenizer behind the IDs, trained further with the model (ETEGRec)
         name = block.tokenizer
-        others = [p for p in block.inputs if Path(p).parent == paths.TOKENIZERS and Path(p).name != name]
+        others = [p for p in block.inputs if Path(p).parent == paths.TOKENIZERS_DIR and Path(p).name != name]
         if others:
             raise MethodError(f"{where}.inputs: {others} is not the tokenizer of the IDs it reads "
                               f"({paths.semantic_ids_dir(name)}); name {paths.tokenizer_dir(name)}")
@@ -54,8 +54,8 @@ def build_method(params: Params, method: str, seq_dir: Path = paths.SEQUENCES) -
 
 
 def train_method(params: Params, method: str, out_dir: str | Path, log=print, on_epoch=None,
-                 seq_dir: Path = paths.SEQUENCES) -> tuple[dict, list[dict]]:
-    """Fit ``method`` into ``out_dir``: a model folder that stands alone (``pipeline.model_folder``) plus the
+                 seq_dir: Path = paths.SEQUENCES_DIR) -> tuple[dict, list[dict]]:
+    """Fit ``method`` into ``out_dir``: a model folder that stands alone (``pipeline.models.folder``) plus the
     resumable ``last/`` checkpoint."""
     out_dir = Path(out_dir)
     block = params.method(method)
@@ -78,7 +78,7 @@ def train_method(params: Params, method: str, out_dir: str | Path, log=print, on
     trainer = Trainer(model, splits["train"], splits["valid"], block.train, out_dir, seed=seed, device=block.device,
                       log=log, on_epoch=on_epoch,
                       fingerprint=fingerprint(block.model_dump(), seed, params.filter.max_history, params.cpu_threads,
-                                              code_digest(), *inputs))
+                                              training_code_digest(block.model), *inputs))
     summary = trainer.fit()
     if not main:
         return {**summary, "trainable_parameters": n_params}, trainer.history
@@ -92,32 +92,3 @@ def train_method(params: Params, method: str, out_dir: str | Path, log=print, on
     write_json({"epoch": summary["epochs_run"], "best_epoch": summary["best_epoch"],
                 "precision": summary["precision"], "device": summary["device"]}, out_dir / TRAINING_FILE)
     return {**summary, "trainable_parameters": n_params}, trainer.history
-
-
-def evaluate_model(model_dir: str | Path, out_dir: str | Path, settings: EvaluateParams, log=print,
-                   seq_dir: Path = paths.SEQUENCES) -> dict:
-    """Rank the test split with the model folder's best weights; write per-user ranks, return the metrics.
-    Reads nothing but the model folder, the test split and ``settings``."""
-    model_dir = Path(model_dir)
-    device = resolve_device(settings.device)
-    model, info = load_model(model_dir, device, items_path=seq_dir / "items.parquet")
-    test = load_split(seq_dir / "test.parquet")
-    precision = resolve_precision(device, settings.precision, "evaluate.precision")
-    ranked = rank_split(model, test, settings.beam_size, settings.batch_size, device, progress=True,
-                        desc=f"evaluate {info['method']}", precision=precision)
-    if settings.mask_seen:
-        ranked = mask_seen(ranked, test.seen_items())
-    metrics = ranking_metrics(ranked, test.targets)
-    ranks = target_ranks(ranked, test.targets)
-    training = model_dir / TRAINING_FILE
-    trained = json.loads(training.read_text()) if training.exists() else {}
-    # Both files go into the results folder in one atomic swap: an interrupted stage leaves neither half.
-    with atomic_dir(out_dir) as tmp:
-        write_parquet(pa.table({"user_id": test.users.astype(np.int32), "target": test.targets.astype(np.int32),
-                                "rank": ranks.astype(np.int32)}), tmp / "ranks.parquet")
-        write_json(trained, tmp / "training.json")
-    result = {"method": info["method"], "model": info["model"], "users": int(len(test)),
-              "list_length": int(ranked.shape[1]), "seen_items_masked": settings.mask_seen,
-              "precision": precision, "device": device.type, **metrics}
-    log(json.dumps(result))
-    return result

@@ -12,17 +12,46 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import T5Config, T5ForConditionalGeneration
 
-from pipeline.decoding import PrefixIndex, constrained_beam_search
-from pipeline.models.base import SEMANTIC_IDS, ModelConfig, ModelInputs, Recommender
-from pipeline.models.cpu_dropout import use_fast_cpu_dropout
-from pipeline.recdata import DeviceSplit, Split
+from pipeline.data.splits import DeviceSplit, Split
+from pipeline.models.base import (
+    READS_SEMANTIC_IDS,
+    ModelConfig,
+    ModelInputs,
+    Recommender,
+)
+from pipeline.models.tiger.cpu_dropout import use_fast_cpu_dropout
+from pipeline.models.tiger.decoding import PrefixIndex, constrained_beam_search
 
 PAD, EOS, BOS, FIRST_CODE = 0, 1, 2, 3
+
+
+def decoder_input_ids(labels: torch.Tensor) -> torch.Tensor:
+    """Teacher forcing's decoder inputs: the labels ``[c_1, .., c_L, c_dup]`` shifted right behind BOS."""
+    return torch.cat([torch.full_like(labels[:, :1], BOS), labels[:, :-1]], dim=1)
+
+
+def scale_decoder_output(t5: T5ForConditionalGeneration, decoded: torch.Tensor) -> torch.Tensor:
+    """T5's rescaling of the decoder's last states before its tied output projection (d_model ** -0.5)."""
+    return decoded * (t5.model_dim ** -0.5) if t5.config.scale_decoder_outputs else decoded
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over every code position, in float32 whatever the autocast."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1))
+
+
+@dataclass
+class TeacherForced:
+    """What ``Tiger.teacher_forced`` returns: the logits, the batch as the decoder saw it (with any context a
+    method added), and, when asked for, the encoder states H^E and decoder states H^D."""
+    logits: torch.Tensor
+    batch: dict[str, torch.Tensor]
+    encoded: torch.Tensor | None = None
+    decoded: torch.Tensor | None = None
 
 
 @dataclass
@@ -64,7 +93,7 @@ def code_tokens(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
 
 
 class Tiger(Recommender):
-    reads = (SEMANTIC_IDS,)
+    reads = (READS_SEMANTIC_IDS,)
     config_class = TigerConfig
 
     @classmethod
@@ -133,18 +162,34 @@ class Tiger(Recommender):
         return self.embed_decoder(prefix[:, -1:], batch, step)
 
     # ----- training -------------------------------------------------------------------------------
-    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        labels = batch["labels"]
-        dec_in = torch.cat([torch.full_like(labels[:, :1], BOS), labels[:, :-1]], dim=1)
+    def teacher_forced(self, batch: dict[str, torch.Tensor], keep_states: bool = False,
+                       context_from_encoder: bool = False) -> TeacherForced:
+        """The one teacher-forced pass of every model built on TIGER: decoder inputs ``[BOS, c_1, .., c_L]``
+        (the labels shifted right), embedded by ``embed_encoder`` / ``embed_decoder``.
+
+        ``keep_states``: also return the encoder and decoder states (ETEGRec's alignment losses read them);
+        ``context_from_encoder``: the encoder runs before ``with_decoder_context``, which receives its output
+        states (DECOR's ``context: encoder``). Either way the encoder and decoder then run one after the
+        other, which computes what Hugging Face's ``T5ForConditionalGeneration.forward`` does."""
+        decoder_ids = decoder_input_ids(batch["labels"])
         encoder_embeds = self.embed_encoder(batch)
-        batch = self.with_decoder_context(batch, encoder_embeds)
-        out = self.t5(inputs_embeds=encoder_embeds, attention_mask=batch["attention_mask"],
-                      decoder_inputs_embeds=self.embed_decoder(dec_in, batch, 0), use_cache=False)
-        return out.logits
+        if not (keep_states or context_from_encoder):
+            batch = self.with_decoder_context(batch, encoder_embeds)
+            out = self.t5(inputs_embeds=encoder_embeds, attention_mask=batch["attention_mask"],
+                          decoder_inputs_embeds=self.embed_decoder(decoder_ids, batch, 0), use_cache=False)
+            return TeacherForced(out.logits, batch)
+        encoded = self.t5.encoder(inputs_embeds=encoder_embeds, attention_mask=batch["attention_mask"]).last_hidden_state
+        batch = (self.with_decoder_context(batch, encoder_embeds, encoded) if context_from_encoder
+                 else self.with_decoder_context(batch, encoder_embeds))
+        decoded = self.t5.decoder(inputs_embeds=self.embed_decoder(decoder_ids, batch, 0), encoder_hidden_states=encoded,
+                                  encoder_attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
+        return TeacherForced(self.t5.lm_head(scale_decoder_output(self.t5, decoded)), batch, encoded, decoded)
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.teacher_forced(batch).logits
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = self.logits(batch)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch["labels"].reshape(-1))
+        return token_loss(self.logits(batch), batch["labels"])
 
     # ----- inference ------------------------------------------------------------------------------
     def prefix_index(self) -> PrefixIndex:
@@ -168,7 +213,7 @@ class Tiger(Recommender):
     @torch.inference_mode()
     def beam_search(self, batch: dict[str, torch.Tensor], beam_size: int,
                     encoded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Constrained beam search (pipeline.decoding) driven by :class:`IncrementalT5Decoder`.
+        """Constrained beam search (pipeline.models.tiger.decoding) driven by :class:`IncrementalT5Decoder`.
 
         ``encoded``: ``encode(batch)``'s result, when the caller has run the encoder already (the decoder
         benchmark times the two apart); ``batch`` is then the batch ``encode`` returned."""
@@ -279,8 +324,7 @@ class IncrementalT5Decoder:
             x = ff_layer(x)
         self.length += 1
         x = self.t5.decoder.final_layer_norm(x)
-        if self.t5.config.scale_decoder_outputs:
-            x = x * (self.t5.model_dim ** -0.5)
+        x = scale_decoder_output(self.t5, x)
         # The output projection runs in float32 even under bf16 autocast: bf16 logits of magnitude ~10 are
         # rounded to steps of 1/16 to 1/8, which ties and reorders beams (two bf16 searches of one model
         # agreed on 10% of top-20 lists, fp32 ones on 100%). One small matmul per step buys exact ranking.

@@ -12,7 +12,7 @@ The training split lives on the training device (``DeviceSplit``) and every batc
 is summed on the device and read once per epoch, so a step needs no host sync. ``train.compile`` compiles
 the step (CUDA graphs on a GPU). Under ``torchrun`` each process takes its share of every batch and
 DistributedDataParallel averages the gradients, so N processes make the updates of one process with the
-same batch; rank 0 alone validates, logs and writes checkpoints (``pipeline.distributed``).
+same batch; rank 0 alone validates, logs and writes checkpoints (``pipeline.runtime.distributed``).
 
 Checkpoints are safetensors plus JSON, never pickles. The "last" checkpoint (model, optimizer,
 scheduler and loop state) is written atomically after every epoch and carries a fingerprint of the
@@ -32,16 +32,16 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup, get_inverse_sqrt_schedule
 
-from pipeline import distributed
 from pipeline.config import TrainConfig
-from pipeline.devices import resolve_device
+from pipeline.data.splits import DeviceSplit, Split
+from pipeline.evaluation.metrics import ranking_metrics
+from pipeline.evaluation.ranking import rank_split
 from pipeline.io import atomic_dir, write_json
-from pipeline.metrics import ranking_metrics
-from pipeline.model_folder import load_weights, save_weights
 from pipeline.models.base import Phase, Recommender
-from pipeline.precision import autocast, resolve_precision
-from pipeline.ranking import rank_split
-from pipeline.recdata import DeviceSplit, Split
+from pipeline.models.folder import load_weights, save_weights
+from pipeline.runtime import distributed
+from pipeline.runtime.devices import resolve_device
+from pipeline.runtime.precision import autocast, resolve_precision
 
 
 class _LossCall(torch.nn.Module):

@@ -6,7 +6,7 @@ the items of a colliding group get c_dup = 0, 1, 2, ... and every other item get
 The collision token shares the codebook's vocabulary size K, so a group may hold at most
 K items; a larger group means the tokenizer is too coarse for the catalogue.
 
-Collision-rate definition (shared with ``pipeline.rqvae``, which imports it from here):
+Collision-rate definition (shared with ``pipeline.tokenizers.rqvae``, which imports it from here):
     collision_rate = n_colliding_items / N,
 where an item is *colliding* when at least one other item has exactly the same
 (c_1..c_L) tuple, i.e. the fraction of items that are NOT alone with their tuple.
@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.errors import UserError
+from pipeline.io import write_parquet
+
 __all__ = [
     "SemanticIdError",
     "assign_collision_tokens",
@@ -33,7 +36,7 @@ __all__ = [
 ]
 
 
-class SemanticIdError(ValueError):
+class SemanticIdError(UserError, ValueError):
     """Semantic IDs cannot be made (or are not) unique; the message says what to change."""
 
 
@@ -187,8 +190,6 @@ def semantic_id_stats(codes: np.ndarray, ids: np.ndarray, codebook_size: int) ->
 def write_id_table(ids: np.ndarray, path) -> None:
     """Write (N, L+1) IDs in item-id order; sorted, fixed settings: the same IDs give the same bytes."""
     import polars as pl
-
-    from pipeline.io import write_parquet
 
     ids = _as_code_matrix(ids, "ids")
     L = ids.shape[1] - 1

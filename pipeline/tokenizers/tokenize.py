@@ -1,41 +1,26 @@
 """Tokenizers: item vectors -> a trained tokenizer -> unique semantic IDs (the logic of `tokenize@<t>` and
 `semantic_ids@<t>`), for every kind a ``tokenizers.<t>`` block's ``model`` names: the RQ-VAE (TIGER §3.1)
-and LETTER (the RQ-VAE with LETTER's regularisers, ``pipeline.letter``)."""
+and LETTER (the RQ-VAE with LETTER's regularisers, ``pipeline.tokenizers.letter``)."""
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from pipeline.config import LetterTokenizer, RQVAETokenizer
 from pipeline.io import atomic_dir, atomic_path, write_json
-from pipeline.rqvae import RQVAEConfig, load_rqvae, save_rqvae, train_rqvae
-from pipeline.semantic_ids import assert_unique, assign_collision_tokens, semantic_id_stats, write_id_table
-from pipeline.devices import resolve_device
-
-
-def load_embeddings(path: str | Path) -> np.ndarray:
-    """Item vectors in item-id order: the text embeddings (``.npy``, the embed stage) or a trained model's
-    one-tensor export (``.safetensors``: SASRec's ``item_embeddings``, the collaborative vectors ETEGRec's
-    and LETTER's tokenizers read)."""
-    path = Path(path)
-    if not path.exists():
-        hint = ("run the embed stage first (dvc repro embed)" if path.suffix == ".npy"
-                else f"run the stage that writes it (dvc repro train@{path.parent.name})")
-        raise FileNotFoundError(f"{path}: missing; {hint}")
-    if path.suffix == ".safetensors":
-        tensors = load_file(str(path))
-        if len(tensors) != 1:
-            raise ValueError(f"{path}: expected one tensor of item vectors, found {sorted(tensors)}")
-        vectors = next(iter(tensors.values())).float().numpy()
-    else:
-        vectors = np.load(path)
-    if vectors.ndim != 2 or not np.isfinite(vectors).all():
-        raise ValueError(f"{path}: expected a finite (items x dim) matrix, got shape {vectors.shape}")
-    return vectors.astype(np.float32, copy=False)
+from pipeline.runtime.devices import resolve_device
+from pipeline.tokenizers.item_vectors import load_embeddings
+from pipeline.tokenizers.letter import LetterRegulariser, neighbour_code_agreement
+from pipeline.tokenizers.rqvae import RQVAEConfig, load_rqvae, save_rqvae, train_rqvae
+from pipeline.tokenizers.semantic_ids import (
+    assert_unique,
+    assign_collision_tokens,
+    semantic_id_stats,
+    write_id_table,
+)
 
 
 def rqvae_config(tp: RQVAETokenizer, in_dim: int) -> RQVAEConfig:
@@ -79,8 +64,6 @@ def letter_regulariser(tp: RQVAETokenizer, z: np.ndarray, seed: int, log=print):
     if tp.collaborative_weight == 0 and tp.diversity_weight == 0 and not tp.sinkhorn:
         log("LETTER with every regulariser off: the RQ-VAE's training")
         return None
-    from pipeline.letter import LetterRegulariser
-
     collaborative = load_embeddings(tp.inputs[-1])
     if len(collaborative) != len(z):
         raise ValueError(f"{tp.inputs[-1]}: {len(collaborative):,} collaborative vectors for the {len(z):,} items "
@@ -105,8 +88,6 @@ def semantic_ids(tp: RQVAETokenizer, tokenizer_dir, out_dir, log=print) -> dict:
     assert_unique(ids)
     stats = semantic_id_stats(codes, ids, K)
     if isinstance(tp, LetterTokenizer):  # how well the IDs follow the collaborative vectors it was trained on
-        from pipeline.letter import neighbour_code_agreement
-
         agreement = neighbour_code_agreement(codes, load_embeddings(tp.inputs[-1]), k=10)
         stats["cf_neighbours_share_l1"] = agreement["share"]
         stats["cf_neighbours_share_l1_chance"] = agreement["chance"]
@@ -118,17 +99,3 @@ def semantic_ids(tp: RQVAETokenizer, tokenizer_dir, out_dir, log=print) -> dict:
         save_file({"codebooks": model.codebook_tensor().detach().cpu().contiguous()}, str(tmp / "codebooks.safetensors"))
     log(", ".join(f"{k} {v}" for k, v in stats.items()))
     return stats
-
-
-def tokenizer_inputs(tp: RQVAETokenizer, tokenizer_dir, n_items: int) -> tuple[torch.nn.Module, torch.Tensor]:
-    """A trained tokenizer and the item vectors it was trained on, for a method that trains it further
-    (ETEGRec's warm start: the paper starts from a trained RQ-VAE)."""
-    z = load_embeddings(tp.inputs[0])
-    if len(z) != n_items:
-        raise ValueError(f"{tp.inputs[0]}: {len(z):,} item vectors for {n_items:,} items; re-run the stages "
-                         "upstream of it (dvc repro)")
-    model = load_rqvae(tokenizer_dir)
-    if model.config.in_dim != z.shape[1]:
-        raise ValueError(f"{tokenizer_dir}: a tokenizer of {model.config.in_dim}-d inputs, but {tp.inputs[0]} holds "
-                         f"{z.shape[1]}-d vectors; re-run its tokenize stage")
-    return model, torch.from_numpy(z)

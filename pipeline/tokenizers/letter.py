@@ -2,7 +2,7 @@
 Recommendation", CIKM 2024; its regularisers as the paper describes them, their
 settings as its official training script sets them), and how well a tokenizer's IDs follow the collaborative signal.
 
-The tokenizer is the RQ-VAE of ``pipeline.rqvae`` (its loss, its codebooks, its checkpoint) trained with
+The tokenizer is the RQ-VAE of ``pipeline.tokenizers.rqvae`` (its loss, its codebooks, its checkpoint) trained with
 two more terms, weighted by alpha and beta (``tokenizers.<name>.collaborative_weight`` / ``diversity_weight``):
 
 - **Collaborative regulariser**: in-batch contrastive loss between each item's quantised latent
@@ -17,9 +17,9 @@ two more terms, weighted by alpha and beta (``tokenizers.<name>.collaborative_we
   and pushed from all other codes: cross-entropy of the logits ``e_c . e_k`` over the level's codes k (its
   own code c excluded), the answer a random other member of c's cluster. As in the official code the term
   acts on the code vectors and is averaged over levels. The official code clusters with size-constrained
-  k-means; here plain k-means (``pipeline.rqvae.kmeans``), and a code alone in its cluster adds no term.
+  k-means; here plain k-means (``pipeline.tokenizers.rqvae.kmeans``), and a code alone in its cluster adds no term.
 - **Balanced last level**: the official code assigns the last level's codes by Sinkhorn-Knopp while
-  training (``pipeline.rqvae.sinkhorn_codes``), which spreads items over the codes and lowers collisions.
+  training (``pipeline.tokenizers.rqvae.sinkhorn_codes``), which spreads items over the codes and lowers collisions.
   The semantic-ID stage still assigns the nearest codes plus the collision token (the shared protocol).
 
 With both weights at 0 and Sinkhorn off, no regulariser is built and training is the RQ-VAE's, step for
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.rqvae import RQVAE, Regulariser, kmeans
+from pipeline.tokenizers.rqvae import RQVAE, Regulariser, kmeans
 
 
 class LetterRegulariser(Regulariser):

@@ -1,7 +1,11 @@
 """The one place that turns a `device` parameter into a torch device."""
 from __future__ import annotations
 
+import platform
+
 import torch
+
+from pipeline.runtime.precision import native_bf16_cpu, native_bf16_flags
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -13,13 +17,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 def describe(device: torch.device) -> str:
     """The hardware a speed figure was measured on: GPU name, or CPU model with the flags that decide
-    bfloat16 speed (README: every figure names its machine) and the thread count."""
+    bfloat16 speed (docs/performance.md: every figure names its machine) and the thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
-
-    from pipeline.precision import native_bf16_cpu, native_bf16_flags
-
     model = platform.processor() or platform.machine()
     try:  # Linux: the marketing name; elsewhere platform's answer is the best we have
         with open("/proc/cpuinfo") as f:

@@ -1,4 +1,4 @@
-"""Dropout that costs what it should on a CPU (issue 15).
+"""Dropout that costs what it should on a CPU.
 
 PyTorch draws a CPU dropout mask one Mersenne-Twister number per element: in the default 2+2-layer TIGER
 step on a 2-core CPU that was 38 % of the time (``torch.profiler``: ``aten::bernoulli_``), while removing

@@ -5,9 +5,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pipeline.data.splits import Split
 from pipeline.models.base import Recommender
-from pipeline.precision import autocast
-from pipeline.recdata import Split
+from pipeline.runtime.precision import autocast
 
 
 @torch.no_grad()

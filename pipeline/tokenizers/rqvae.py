@@ -24,7 +24,7 @@ defaults are TIGER's: L = 3 levels, K = 256 codes per level, beta = 0.25, encode
 The code dimension defaults to 128 (the recommender's width, see params.yaml; TIGER uses 32).
 
 Collision rate: the share of items whose full (c_1..c_L) tuple is shared with at least one other
-item; the definition lives in ``pipeline.semantic_ids.collision_stats`` and is reused here.
+item; the definition lives in ``pipeline.tokenizers.semantic_ids.collision_stats`` and is reused here.
 
 Determinism: for a fixed seed, training on CPU gives bit-identical weights and codes; all randomness
 (weights, k-means seeding, shuffling) comes from torch RNGs seeded from ``seed``; no numpy RNG is used.
@@ -44,9 +44,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pipeline.devices import resolve_device
 from pipeline.io import atomic_path, write_json
-from pipeline.semantic_ids import codebook_utilisation, collision_stats
+from pipeline.runtime.devices import resolve_device
+from pipeline.tokenizers.semantic_ids import codebook_utilisation, collision_stats
 
 __all__ = [
     "RQVAEConfig",
@@ -56,12 +56,12 @@ __all__ = [
     "save_rqvae",
     "load_rqvae",
     "resolve_device",
-    "MODEL_FILE",
-    "CONFIG_FILE",
+    "RQVAE_WEIGHTS_FILE",
+    "RQVAE_CONFIG_FILE",
 ]
 
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+RQVAE_WEIGHTS_FILE = "model.safetensors"
+RQVAE_CONFIG_FILE = "config.json"
 RECON_REDUCTIONS = ("sum", "mean")
 OPTIMIZERS = ("adamw", "adagrad")
 KMEANS_ITERS = 30  # Lloyd iterations for the initialisation; converges well before on 1024 points
@@ -394,7 +394,7 @@ def train_rqvae(embeddings: np.ndarray, config: RQVAEConfig, *, epochs: int, bat
     util_l1 = 1/256 at AdamW lr 1e-3 (already after epoch 1), 0.008 at 1e-4, 0.07 at 1e-5; Adagrad
     lr 0.4 (TIGER's setting) diverged.
 
-    ``regulariser``: extra loss terms on each batch (LETTER's, ``pipeline.letter``); without one the
+    ``regulariser``: extra loss terms on each batch (LETTER's, ``pipeline.tokenizers.letter``); without one the
     training is the plain RQ-VAE's, step for step. Its terms are logged as epoch means beside the others,
     and ``loss`` is then the whole objective.
     """
@@ -464,7 +464,7 @@ def train_rqvae(embeddings: np.ndarray, config: RQVAEConfig, *, epochs: int, bat
 
 
 class Regulariser:
-    """Extra loss terms of a tokenizer built on the RQ-VAE (LETTER's: ``pipeline.letter``)."""
+    """Extra loss terms of a tokenizer built on the RQ-VAE (LETTER's: ``pipeline.tokenizers.letter``)."""
 
     sinkhorn: tuple[float, int] = (0.0, 50)  # (epsilon, iterations) of the last level's balanced assignment; 0 = off
     weights: dict[str, float] = {}  # the weight of each term ``losses`` returns
@@ -494,19 +494,19 @@ def save_rqvae(model: RQVAE, config: RQVAEConfig, directory: str | Path) -> None
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    with atomic_path(directory / MODEL_FILE) as tmp:
+    with atomic_path(directory / RQVAE_WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": "rqvae"})
-    write_json(config.to_dict(), directory / CONFIG_FILE)
+    write_json(config.to_dict(), directory / RQVAE_CONFIG_FILE)
 
 
 def load_rqvae(directory: str | Path, device: str | torch.device = "cpu") -> RQVAE:
     """Load a model written by :func:`save_rqvae`; returned in eval mode on ``device``."""
     directory = Path(directory)
-    for name in (MODEL_FILE, CONFIG_FILE):
+    for name in (RQVAE_WEIGHTS_FILE, RQVAE_CONFIG_FILE):
         if not (directory / name).exists():
             raise FileNotFoundError(f"{directory / name}: missing; run its tokenize@<tokenizer> stage first")
-    config = RQVAEConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+    config = RQVAEConfig.from_dict(json.loads((directory / RQVAE_CONFIG_FILE).read_text()))
     with torch.random.fork_rng(devices=[]):  # the random initial weights are overwritten: the caller's stream stays
         model = RQVAE(config)
-    model.load_state_dict(load_file(str(directory / MODEL_FILE)), strict=True)
+    model.load_state_dict(load_file(str(directory / RQVAE_WEIGHTS_FILE)), strict=True)
     return model.to(resolve_device(device)).eval()

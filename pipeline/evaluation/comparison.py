@@ -3,7 +3,7 @@
 One place for the comparison that the `report` stage (one run per method) and `scripts/seed_study.py`
 (several seeds per method) both print. Each method is given as a list of runs (one per seed), each run
 a ``ranks.parquet`` of (user_id, target, rank); metrics are recomputed from the ranks with the
-evaluator's own formula (``pipeline.metrics.user_gains``). The paired tests compare per-user NDCG@10,
+evaluator's own formula (``pipeline.evaluation.metrics.user_gains``). The paired tests compare per-user NDCG@10,
 averaged over a method's seeds, with the baseline's, over the same users (the papers' significance marks).
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.metrics import user_gains
+from pipeline.evaluation.metrics import user_gains
 
-METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+REPORTED_METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 
 
 def load_ranks(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +54,7 @@ def compare(runs: dict[str, list[Path]], baseline: str | None) -> dict:
         per_method[method] = {
             m: {"mean": float(np.mean([s[m] for s in seeds])),
                 "std": float(np.std([s[m] for s in seeds], ddof=1)) if len(seeds) > 1 else 0.0,
-                "per_seed": [s[m] for s in seeds]} for m in METRICS}
+                "per_seed": [s[m] for s in seeds]} for m in REPORTED_METRICS}
         per_method[method]["runs"] = len(files)
     if baseline is not None and baseline in per_method:
         base = per_method[baseline]["ndcg@10"]["mean"]
@@ -84,7 +84,7 @@ def markdown(result: dict, trained: dict[str, str] | None = None) -> str:
     baseline = result["baseline"]
     multi = any(row["runs"] > 1 for row in result["methods"].values())
     head = "| method | runs | " + ("trained | " if trained is not None else "") + \
-        " | ".join(m.replace("recall", "R").replace("ndcg", "N") for m in METRICS)
+        " | ".join(m.replace("recall", "R").replace("ndcg", "N") for m in REPORTED_METRICS)
     lines = []
     if baseline:
         head += f" | N@10 vs {baseline} | paired t p | Wilcoxon p |"
@@ -93,7 +93,7 @@ def markdown(result: dict, trained: dict[str, str] | None = None) -> str:
     lines.append(head)
     lines.append("| --- " * (head.count("|") - 1) + "|")
     for method, row in result["methods"].items():
-        cells = [f"{row[m]['mean']:.4f}" + (f" ± {row[m]['std']:.4f}" if multi else "") for m in METRICS]
+        cells = [f"{row[m]['mean']:.4f}" + (f" ± {row[m]['std']:.4f}" if multi else "") for m in REPORTED_METRICS]
         budget = f"{trained.get(method) or '—'} | " if trained is not None else ""
         line = f"| {method} | {row['runs']} | " + budget + " | ".join(cells)
         if baseline:

@@ -32,14 +32,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from pipeline.alignment import code_logits, symmetric_info_nce, symmetric_kl
-from pipeline.models.base import SEMANTIC_IDS, TOKENIZER, ModelInputs, Phase
-from pipeline.models.tiger import BOS, Tiger, TigerConfig, code_tokens
-from pipeline.rqvae import RQVAE, RQVAEConfig
-from pipeline.semantic_ids import SemanticIdError, assert_unique, assign_collision_tokens, semantic_id_stats
+from pipeline.models.base import READS_SEMANTIC_IDS, READS_TOKENIZER, ModelInputs, Phase
+from pipeline.models.etegrec.alignment import (
+    code_logits,
+    symmetric_info_nce,
+    symmetric_kl,
+)
+from pipeline.models.folder import load_model
+from pipeline.models.tiger.model import Tiger, TigerConfig, code_tokens, token_loss
+from pipeline.tokenizers.rqvae import RQVAE, RQVAEConfig
+from pipeline.tokenizers.semantic_ids import (
+    SemanticIdError,
+    assert_unique,
+    assign_collision_tokens,
+    semantic_id_stats,
+)
 
 SIA_SIGNS = {"paper": -1.0, "official": 1.0}
 TOKENIZER_PREFIX = "tokenizer."
@@ -47,7 +56,7 @@ TOKENIZER_PREFIX = "tokenizer."
 
 @dataclass
 class EtegrecConfig(TigerConfig):
-    # The RQ-VAE's own config (pipeline.rqvae.RQVAEConfig): it comes from the tokenizer the run starts from.
+    # The RQ-VAE's own config (pipeline.tokenizers.rqvae.RQVAEConfig): it comes from the tokenizer the run starts from.
     tokenizer: dict = field(default_factory=dict)
     sia_weight: float = 3e-4  # mu: paper §5.5, best 3e-4 (1e-3 on Game) of {5e-3, 1e-3, 5e-4, 3e-4, 1e-4}
     psa_weight: float = 1e-4  # lambda: paper §5.5, best 1e-4 of the same grid
@@ -84,7 +93,7 @@ def is_recommender(name: str) -> bool:
 
 
 class Etegrec(Tiger):
-    reads = (SEMANTIC_IDS, TOKENIZER)
+    reads = (READS_SEMANTIC_IDS, READS_TOKENIZER)
     config_class = EtegrecConfig
 
     @classmethod
@@ -210,16 +219,9 @@ class Etegrec(Tiger):
 
     # ----- the forward pass -----------------------------------------------------------------------
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(logits, encoder states H^E, decoder states H^D): Hugging Face T5's forward with its states kept."""
-        labels = batch["labels"]
-        dec_in = torch.cat([torch.full_like(labels[:, :1], BOS), labels[:, :-1]], dim=1)
-        encoder_embeds = self.embed_encoder(batch)
-        batch = self.with_decoder_context(batch, encoder_embeds)
-        encoded = self.t5.encoder(inputs_embeds=encoder_embeds, attention_mask=batch["attention_mask"]).last_hidden_state
-        decoded = self.t5.decoder(inputs_embeds=self.embed_decoder(dec_in, batch, 0), encoder_hidden_states=encoded,
-                                  encoder_attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
-        out = decoded * (self.t5.model_dim ** -0.5) if self.t5.config.scale_decoder_outputs else decoded
-        return self.t5.lm_head(out), encoded, decoded
+        """(logits, encoder states H^E, decoder states H^D) of the teacher-forced pass."""
+        out = self.teacher_forced(batch, keep_states=True)
+        return out.logits, out.encoded, out.decoded
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self._forward(batch)[0]
@@ -263,9 +265,6 @@ class Etegrec(Tiger):
             total = total + self.config.psa_weight * terms["psa"]
         return total
 
-    def _rec_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1))
-
     def _aligned(self) -> bool:
         return self.config.sia_weight > 0 or self.config.psa_weight > 0
 
@@ -273,7 +272,7 @@ class Etegrec(Tiger):
     def recommender_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """L_GR = L_REC + mu L_SIA + lambda L_PSA (paper §4.2.4); the tokenizer is frozen in this phase."""
         logits, encoded, decoded = self._forward(batch)
-        rec = self._rec_loss(logits, batch["labels"])
+        rec = token_loss(logits, batch["labels"])
         terms = self._alignment(batch, encoded, decoded, self.item_vectors[batch["target"]], None) \
             if self._aligned() else {}
         self._record(len(logits), rec=rec, **terms)
@@ -300,7 +299,7 @@ class Etegrec(Tiger):
         vectors = self.item_vectors[batch["target"]]
         quantised = self.tokenizer(vectors)
         logits, encoded, decoded = self._forward(batch)
-        rec = self._rec_loss(logits, batch["labels"])
+        rec = token_loss(logits, batch["labels"])
         terms = self._alignment(batch, encoded, decoded, vectors, quantised["z_hat"]) if self._aligned() else {}
         self._record(len(vectors), rec=rec, sq=quantised["loss"], **terms)
         return rec + quantised["loss"] + self._weighted(terms)
@@ -311,9 +310,7 @@ class Etegrec(Tiger):
 
 
 def tokenizer_from_folder(folder) -> RQVAE:
-    """The trained tokenizer of an ETEGRec model folder, as a stand-alone RQ-VAE (pipeline.rqvae)."""
-    from pipeline.model_folder import load_model
-
+    """The trained tokenizer of an ETEGRec model folder, as a stand-alone RQ-VAE (pipeline.tokenizers.rqvae)."""
     model, _ = load_model(folder)
     if not isinstance(model, Etegrec):
         raise ValueError(f"{folder}: not an ETEGRec model folder")

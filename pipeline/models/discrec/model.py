@@ -6,7 +6,7 @@ IDs, DiscRec-L LETTER's (a params block's ``inputs``).
 For the tokens of a sequence (the encoder's history items then EOS; the decoder's BOS then the codes):
 
 - **Item-level positions** ``V`` (Eqs. 15-16): a table of D + 2 rows, row l for the l-th token of any item,
-  one row for EOS and one for BOS (``pipeline.locality``).
+  one row for EOS and one for BOS (``pipeline.models.discrec.locality``).
 - **Semantic branch** (Eq. 19): the token embeddings ``E``.
 - **Collaborative branch** (Eqs. 20-22): one Transformer layer on ``E + V`` whose attention is restricted
   to the tokens of the same item (EOS joins the last history item, BOS the item it starts; bidirectional in
@@ -30,9 +30,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.locality import decoder_items, encoder_items, local_attention_mask
-from pipeline.models.base import SEMANTIC_IDS
-from pipeline.models.tiger import Tiger, TigerConfig
+from pipeline.models.base import READS_SEMANTIC_IDS
+from pipeline.models.discrec.locality import (
+    decoder_items,
+    encoder_items,
+    local_attention_mask,
+)
+from pipeline.models.tiger.model import Tiger, TigerConfig
 
 FUSIONS = ("gate", "sum", "semantic")
 
@@ -56,7 +60,7 @@ class DiscrecConfig(TigerConfig):
 
 
 class Discrec(Tiger):
-    reads = (SEMANTIC_IDS,)
+    reads = (READS_SEMANTIC_IDS,)
     config_class = DiscrecConfig
 
     def __init__(self, config: DiscrecConfig, item_codes: torch.Tensor):
