@@ -15,12 +15,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from pipeline.tokenizers.embedding import (
-    PACKAGED_MINILM,
-    encode,
-    item_texts,
-    load_encoder,
-)
+from pipeline.tokenizers.embedding import PACKAGED_MINILM, encode, item_texts, load_encoder
 from pipeline.tokenizers.rqvae import RQVAEConfig, train_rqvae
 
 SCIENTIFIC = Path(__file__).resolve().parents[2] / "shared/data/collisiongenrec-scientific/Scientific.item.json"

@@ -40,12 +40,7 @@ from pipeline.data.splits import Split
 from pipeline.models.tiger.cpu_dropout import use_standard_dropout
 from pipeline.models.tiger.model import Tiger, TigerConfig
 from pipeline.runtime.devices import describe
-from pipeline.runtime.precision import (
-    FORCE_ENV,
-    PRECISIONS,
-    autocast,
-    resolve_precision,
-)
+from pipeline.runtime.precision import FORCE_ENV, PRECISIONS, autocast, resolve_precision
 from pipeline.training.trainer import Trainer
 
 PAPER_SIZE = {"num_layers": 4, "num_decoder_layers": 4, "num_heads": 6, "d_kv": 64, "d_ff": 1024}  # the TIGER paper's T5 (Rajput et al. 2023)

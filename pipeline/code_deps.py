@@ -8,14 +8,17 @@ stage depends on its digest file instead of a hand-kept list of files: an edit r
 whose code it changes, and an added import is covered the moment it is written. The resume fingerprint of
 a training (``pipeline.training.fingerprint``) hashes the same closure.
 
-Only imports written at module level count (``import x`` / ``from x import y`` anywhere in the file's AST
-are collected, so a function-local import is covered too). Standard library only: this module runs first.
+Every ``import`` statement of a file counts, at module level or inside a function (the scan reads the
+whole syntax tree); a module loaded by name at run time does not, which is why the method's model module is
+added per stage here (tests/test_code_deps.py checks the closure against what Python really loads).
 """
 from __future__ import annotations
 
 import ast
 import hashlib
 from pathlib import Path
+
+from pipeline.models.registry import MODELS, model_module
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("pipeline", "stages")
@@ -70,24 +73,23 @@ def closure(start: list[Path], root: Path = ROOT) -> list[str]:
     return sorted(p.relative_to(root.resolve()).as_posix() for p in seen)
 
 
-def model_module_file(model: str, root: Path = ROOT) -> Path:
-    """The file of registry model ``model`` (``pipeline.models.registry.MODELS``)."""
-    from pipeline.models.registry import model_module
-
+def model_module_file(model: str, root: Path = ROOT) -> Path | None:
+    """The file of registry model ``model`` (``pipeline.models.registry.MODELS``); None for a model whose
+    module is not a file of this repository (an installed package's code is not the project's to hash)."""
     return module_file(model_module(model, "model"), root)
 
 
 def stage_code(stage: str, model: str | None = None, root: Path = ROOT) -> list[str]:
     """The project files stage ``stage`` runs (for train/evaluate: with model ``model``)."""
     start = [root / "stages" / f"{stage}.py"]
-    if model is not None:
-        start.append(model_module_file(model, root))
+    if model is not None and (module := model_module_file(model, root)) is not None:
+        start.append(module)
     return closure(start, root)
 
 
-def digest_lines(files: list[str], root: Path = ROOT) -> list[str]:
-    """``sha256  path`` per file: the digest file's body, so that a diff shows which file moved a stage."""
-    return [f"{hashlib.sha256((root / f).read_bytes()).hexdigest()}  {f}" for f in files]
+def digest_text(files: list[str], root: Path = ROOT) -> str:
+    """A digest file's body: ``sha256  path`` per file, so that a diff shows which file moved a stage."""
+    return "".join(f"{hashlib.sha256((root / f).read_bytes()).hexdigest()}  {f}\n" for f in files)
 
 
 def code_digest(files: list[str], root: Path = ROOT) -> str:
@@ -109,8 +111,6 @@ def digest_file_name(stage: str, model: str | None = None) -> str:
 
 def all_stage_code(root: Path = ROOT) -> dict[str, list[str]]:
     """Digest file name -> the files it covers, for every stage module (train/evaluate: every model)."""
-    from pipeline.models.registry import MODELS
-
     out = {}
     for stage in stage_names(root):
         for model in (sorted(MODELS) if stage in PER_MODEL_STAGES else [None]):

@@ -10,7 +10,7 @@
 #   bash scripts/gpu_check.sh WORKSPACE OUT [EPOCHS]
 #
 # WORKSPACE holds params.yaml, data/interim/sequences and data/processed/semantic_ids/rqvae from a
-# `dvc repro semantic_ids@rqvae` made elsewhere (e.g. Amazon Beauty as LETTER ships it: README, "Amazon
+# `dvc repro semantic_ids@rqvae` made elsewhere (e.g. Amazon Beauty as LETTER ships it: docs/performance.md, "Amazon
 # Beauty on a GPU"). OUT receives bench_tiger.txt, bench_decor.txt, tiger.log and tiger.json.
 # Extra Python packages the server lacks (pydantic) can come as wheels in $GENREC_WHEELS.
 set -euo pipefail

@@ -36,7 +36,7 @@ else
   $PIP install --quiet --no-deps -e .
   $PIP check
 fi
-# The browser test (tests/test_mlflow_ui.py) and the README's MLflow screenshot drive Debian's Chromium
+# The browser test (tests/test_mlflow_ui.py) and the MLflow screenshot of docs/operations.md drive Debian's Chromium
 # with playwright (playwright's own browser download needs the internet at large). Installed only where
 # we may (root with apt-get; GENREC_NO_BROWSER=1 skips it); elsewhere that one test is skipped, saying why.
 if ! command -v chromium >/dev/null 2>&1 && [ "${GENREC_NO_BROWSER:-0}" != 1 ] \

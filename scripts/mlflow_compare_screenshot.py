@@ -5,7 +5,7 @@ picks each method's latest finished run that has test metrics (the train and eva
 opens `#/compare-runs` with those runs, charts their test NDCG@10 and Recall@10, shows only the
 parameters and metrics that differ, waits until every run name and the NDCG@10 axis are on the page,
 and writes a PNG. Exits non-zero, naming what is missing, when a run cannot be found or does not
-show. This is what keeps the README's screenshot true (tests/test_mlflow_ui.py runs it on a fresh store).
+show. This is what keeps the screenshot in docs/operations.md true (tests/test_mlflow_ui.py runs it on a fresh store).
 
     python scripts/mlflow_compare_screenshot.py --methods tiger decor --out reports/mlflow_compare.png
 

@@ -3,14 +3,14 @@
 Every other stage depends on its digest file, so that editing a file re-runs exactly the stages that import
 it, directly or not. Runs in about a second."""
 from pipeline import paths
-from pipeline.code_deps import all_stage_code, digest_lines
+from pipeline.code_deps import all_stage_code, digest_text
 from pipeline.io import atomic_dir
 
 
 def main() -> None:
     with atomic_dir(paths.CODE_DIGESTS_DIR) as tmp:
         for name, files in all_stage_code().items():
-            (tmp / name).write_text("\n".join(digest_lines(files)) + "\n")
+            (tmp / name).write_text(digest_text(files))
     print(f"[code] {len(list(paths.CODE_DIGESTS_DIR.iterdir()))} stage digests in {paths.CODE_DIGESTS_DIR}")
 
 

@@ -1,4 +1,4 @@
-"""The README's "Adding a method" example, run as written through the train and evaluate stages."""
+"""docs/adding_a_method.md's example, run as written through the train and evaluate stages."""
 import json
 import re
 import sys
@@ -10,24 +10,25 @@ import yaml
 
 from pipeline.models import registry
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "adding_a_method.md"
 
 
-def readme_example() -> tuple[str, dict]:
-    text = README.read_text()
-    section = text[text.index("## Adding a method"):]
-    section = section[:section.index("\n## ", 3)]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    block = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
-    return code, block
+def guide_example() -> tuple[str, dict, str]:
+    """The guide's model file, its params block and its registry entry."""
+    text = GUIDE.read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    block = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
+    entry = re.search(r'"bigram": "([\w.:]+)"', text).group(1)
+    return code, block, entry
 
 
-def test_the_readme_example_trains_and_evaluates_through_the_stages(workspace, monkeypatch):
-    code, block = readme_example()
+def test_the_guide_example_trains_and_evaluates_through_the_stages(workspace, monkeypatch):
+    code, block, entry = guide_example()
+    assert entry == "pipeline.models.bigram:Bigram"
     module = types.ModuleType("pipeline.models.bigram")
     exec(compile(code, "docs/adding_a_method.md", "exec"), module.__dict__)
     monkeypatch.setitem(sys.modules, "pipeline.models.bigram", module)
-    monkeypatch.setitem(registry.MODELS, "bigram", module.Bigram)
+    monkeypatch.setitem(registry.MODELS, "bigram", entry)
     workspace.params(block["methods"])
 
     from stages import evaluate, train

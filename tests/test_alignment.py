@@ -4,11 +4,7 @@ import math
 import pytest
 import torch
 
-from pipeline.models.etegrec.alignment import (
-    code_logits,
-    symmetric_info_nce,
-    symmetric_kl,
-)
+from pipeline.models.etegrec.alignment import code_logits, symmetric_info_nce, symmetric_kl
 
 
 def test_the_kl_term_is_zero_for_identical_inputs_symmetric_and_positive_otherwise():

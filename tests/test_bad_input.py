@@ -1,5 +1,10 @@
 """Bad input never passes silently and never ends in a traceback (docs/data.md, "Bad input").
 
+Every known class of bad input and bad params (tests/bad_input_cases.py, which the census script
+scripts/bad_input_census.py runs as well) is tried against the stage commands, run in this process without
+an orchestrator: each gives its clear error or its printed repair (tests/test_stage_errors.py runs some of
+them through Prefect).
+
 A property-based test (hypothesis) corrupts interaction and sequence files at random: cut at a random byte
 (compressed or not), garbage lines, fields of the wrong type, empty and header-only files, timestamps that
 mix seconds and milliseconds, values in a sequence that are not item ids. For each, the download and
@@ -14,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gzip
 import io
 import json
 import os
@@ -31,6 +35,19 @@ from pipeline.config import params_from_dict
 from pipeline.data.download import download
 from pipeline.data.prepare import SEQUENCE_FILES, prepare
 from pipeline.orchestration.flows import run_stage
+from tests.bad_input_cases import (
+    CASES,
+    MAX_BAD_LINES,
+    RECORDS,
+    CleanRuns,
+    gz,
+    in_process,
+    params_for,
+    parquet_bytes,
+    sequences_bytes,
+    snapshot,
+    try_case,
+)
 
 settings.register_profile("ci", max_examples=25, derandomize=True, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -38,13 +55,18 @@ settings.register_profile("explore", max_examples=1000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-MAX_BAD_LINES = 3
-BASE_TIME = 1_600_000_000  # Unix seconds (2020)
+
+# ----- every known case ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def clean_runs(tmp_path_factory) -> CleanRuns:
+    """One clean run per clean file, shared by the cases (each works in a copy)."""
+    return CleanRuns(tmp_path_factory.mktemp("clean"), in_process)
 
 
-def clean_records() -> list[tuple[str, str, int]]:
-    """10 users x 6 of 8 items, distinct times 37 s apart: every user and item survives the 5-core filter."""
-    return [(f"u{u}", f"i{(u + j) % 8}", BASE_TIME + 1000 * u + 37 * j) for u in range(10) for j in range(6)]
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_each_known_bad_input_gives_a_clear_error_or_a_printed_repair(case, clean_runs, tmp_path):
+    verdict = try_case(case, clean_runs.workspace(case, tmp_path / "work"), in_process)
+    assert verdict.outcome == case.outcome, verdict.explain(case)
 
 
 # ----- files in each format ----------------------------------------------------------------------------------
@@ -70,32 +92,15 @@ def header(fmt: str) -> list[str]:
 
 
 def encode(fmt: str, text: bytes) -> bytes:
-    return gzip.compress(text, mtime=0) if fmt.endswith(".gz") else text
+    return gz(text) if fmt.endswith(".gz") else text
 
 
 def table_bytes(fmt: str, records) -> bytes:
     if fmt == "parquet":
-        buf = io.BytesIO()
-        pl.DataFrame(records, schema={"user": pl.String, "item": pl.String, "timestamp": pl.Int64},
-                     orient="row").write_parquet(buf)
-        return buf.getvalue()
+        return parquet_bytes(records)
     if fmt == "sequences":
-        seqs: dict[str, list] = {}
-        for u, i, _ in sorted(records, key=lambda r: (r[0], r[2])):
-            seqs.setdefault(u, []).append(i)
-        return json.dumps(seqs).encode()
+        return sequences_bytes(records)
     return encode(fmt, ("\n".join(header(fmt) + record_lines(fmt, records)) + "\n").encode())
-
-
-def stage_params(work: Path, fmt: str):
-    local = {"dir": str(work / "in")}
-    if fmt == "sequences":
-        local |= {"format": "sequences", "name": "Toy"}
-    else:
-        local |= {"format": "table", "interactions": file_name(fmt), "user_column": "user", "item_column": "item",
-                  "time_column": "timestamp"}
-    return params_from_dict({"data": {"source": "local", "local": local},
-                             "filter": {"k": 5, "max_bad_lines": MAX_BAD_LINES}})
 
 
 # ----- running the stages as `python -m stages.download` / `stages.filter` run their bodies ---------------------
@@ -112,7 +117,7 @@ def run_stages(work: Path, fmt: str, content: bytes) -> Outcome:
     """Write the user's file, then run the download and filter stages in this process (no Prefect)."""
     (work / "in").mkdir(parents=True, exist_ok=True)
     (work / "in" / file_name(fmt)).write_bytes(content)
-    params = stage_params(work, fmt)
+    params = params_from_dict(params_for(work, file_name(fmt)))
     out, err = io.StringIO(), io.StringIO()
     bodies = {"download": lambda: download(params.data, work / "raw"),
               "filter": lambda: prepare(params, work / "raw", work / "sequences")}
@@ -125,10 +130,6 @@ def run_stages(work: Path, fmt: str, content: bytes) -> Outcome:
     tables = {name: pl.read_parquet(work / "sequences" / f"{name}.parquet") for name in SEQUENCE_FILES}
     tables["interactions"] = tables["interactions"].drop("timestamp")  # a repaired unit changes the values only
     return Outcome(0, out.getvalue(), err.getvalue(), tables=tables)
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {}
 
 
 def reference(fmt: str, records) -> dict[str, pl.DataFrame]:
@@ -175,7 +176,7 @@ def garbage_line(draw, fmt: str) -> bytes:
 
 @st.composite
 def corrupted(draw, fmt: str) -> Case:
-    records = clean_records()
+    records = RECORDS
     kinds = ["cut", "empty", "header_only", "mixed_units", "wrong_type"]
     if fmt not in ("parquet", "sequences"):
         kinds.append("garbage")
@@ -274,7 +275,7 @@ def parse_partial(fmt: str, line: str):
 def check_property(fmt: str, case: Case) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        first = run_stages(work, fmt, table_bytes(fmt, clean_records()))
+        first = run_stages(work, fmt, table_bytes(fmt, RECORDS))
         assert first.status == 0, first.stderr
         before = snapshot(work / "sequences")
         outcome = run_stages(work, fmt, case.content)
@@ -312,9 +313,9 @@ def test_corrupted_input_gives_the_clean_result_or_one_clear_error(fmt):
                                             ("num_heads", 0), ("d_ff", 0), ("dropout", 1.5),
                                             ("dropout", float("nan")), ("num_layers", 2.5)])
 def test_every_generative_backbone_refuses_out_of_range_sizes(model, setting, value):
-    from pipeline.models.registry import MODELS
+    from pipeline.models.registry import model_class
 
-    config_class = MODELS[model].config_class
+    config_class = model_class(model, f"methods.{model}").config_class
     sizes = {"n_items": 10, "depth": 4, "codebook_size": 8}
     assert config_class.from_dict(sizes).num_layers >= 1  # the defaults are in range
     with pytest.raises(ValueError, match=setting):

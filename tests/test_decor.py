@@ -10,14 +10,7 @@ from pipeline.models.decor import Decor, DecorConfig, user_code_information
 from pipeline.models.tiger.model import BOS, FIRST_CODE, Tiger, TigerConfig
 from pipeline.training.method import build_method
 from pipeline.training.trainer import Trainer
-from tests.test_tiger import (
-    DEPTH,
-    N_ITEMS,
-    K,
-    catalogue,
-    every_item_log_probability,
-    pattern_split,
-)
+from tests.test_tiger import DEPTH, N_ITEMS, K, catalogue, every_item_log_probability, pattern_split
 
 SIZES = dict(n_items=N_ITEMS, depth=DEPTH, codebook_size=K, d_model=32, num_layers=1, num_decoder_layers=1,
              num_heads=2, d_kv=16, d_ff=64, dropout=0.0)
@@ -177,7 +170,7 @@ def test_per_sample_statistics_tell_a_collapse_from_a_composition_and_the_guard_
     # collapsed: every sample puts all its weight on code 3 of every level
     collapsed = torch.zeros(8, levels, K)
     collapsed[:, :, 3] = 1.0
-    model._record(collapsed, "_weight_sums")
+    model._record(collapsed, "composition")
     with pytest.warns(UserWarning, match="collapsed at level 1: code 3"):
         stats = model.epoch_diagnostics()
     assert stats["composition_max_l1"] == 1.0 and stats["composition_sample_onehot_l1"] == 1.0
@@ -186,13 +179,13 @@ def test_per_sample_statistics_tell_a_collapse_from_a_composition_and_the_guard_
     # differs per user should), while per sample every weight is one-hot: only the per-sample figures say so
     spread = torch.zeros(8, levels, K)
     spread[torch.arange(8), :, torch.arange(8) % K] = 1.0
-    model._record(spread, "_weight_sums")
+    model._record(spread, "composition")
     stats = model.epoch_diagnostics()
     assert stats["composition_max_l1"] == pytest.approx(1 / min(8, K))
     assert stats["composition_sample_onehot_l1"] == 1.0 and stats["composition_winners_l1"] == min(8, K) / K
     assert stats["composition_active_per_sample_l1"] == min(8, K) / K
     # uniform weights: no sample has a winner above 1/K, every code reaches 1/K
-    model._record(torch.full((8, levels, K), 1.0 / K), "_weight_sums")
+    model._record(torch.full((8, levels, K), 1.0 / K), "composition")
     stats = model.epoch_diagnostics()
     assert stats["composition_sample_onehot_l1"] == 0.0 and stats["composition_active_per_sample_l1"] == 1.0
     assert stats["composition_sample_entropy_l1"] == pytest.approx(1.0)

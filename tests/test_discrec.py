@@ -9,15 +9,7 @@ from pipeline.evaluation.metrics import ranking_metrics
 from pipeline.evaluation.ranking import rank_split
 from pipeline.models.discrec.model import Discrec, DiscrecConfig
 from pipeline.training.trainer import Trainer
-from tests.test_tiger import (
-    DEPTH,
-    N_ITEMS,
-    K,
-    catalogue,
-    every_item_log_probability,
-    pattern_split,
-    tiny_tiger,
-)
+from tests.test_tiger import DEPTH, N_ITEMS, K, catalogue, every_item_log_probability, pattern_split, tiny_tiger
 
 
 def tiny_discrec(seed=0, decoder_layers=1, **switches):

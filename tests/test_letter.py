@@ -9,12 +9,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from pipeline.config import LetterTokenizer, RQVAETokenizer
-from pipeline.tokenizers.letter import (
-    LetterRegulariser,
-    cluster_codes,
-    diversity_loss,
-    neighbour_code_agreement,
-)
+from pipeline.tokenizers.letter import LetterRegulariser, cluster_codes, diversity_loss, neighbour_code_agreement
 from pipeline.tokenizers.rqvae import sinkhorn_codes, train_rqvae
 from pipeline.tokenizers.semantic_ids import read_id_table
 from pipeline.tokenizers.tokenize import semantic_ids, tokenize

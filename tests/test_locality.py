@@ -2,12 +2,7 @@
 EOS and BOS belong to the adjacent item, padding and one-item histories included."""
 import torch
 
-from pipeline.models.discrec.locality import (
-    PADDING_ITEM,
-    decoder_items,
-    encoder_items,
-    local_attention_mask,
-)
+from pipeline.models.discrec.locality import PADDING_ITEM, decoder_items, encoder_items, local_attention_mask
 
 D = 4  # tokens per item: 3 levels + the collision token
 

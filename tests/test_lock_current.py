@@ -2,6 +2,7 @@
 of the DAG, and every committed file under reports/metrics and reports/plots is an output that dvc.lock
 records. Runs on a fresh clone without any data: missing data ("deleted", "not in cache") is expected
 there; changed params, code or commands are not."""
+import hashlib
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+CODE_FOLDERS = ("pipeline/", "stages/")
 
 
 def git_tracked() -> set[str]:
@@ -19,7 +21,7 @@ def git_tracked() -> set[str]:
 
 def stale_stages(status: dict, tracked: set[str]) -> dict[str, list[str]]:
     """Per stage, what `dvc status --json` says changed in its params, code (git-tracked deps) or command."""
-    tracked_dirs = {str(Path(f).parent) for f in tracked} | tracked
+    tracked_dirs = {str(parent) for f in tracked for parent in Path(f).parents if str(parent) != "."} | tracked
     stale = {}
     for stage, changes in status.items():
         reasons = []
@@ -31,6 +33,8 @@ def stale_stages(status: dict, tracked: set[str]) -> dict[str, list[str]]:
                 if path == "params.yaml" or isinstance(state, dict):
                     reasons += [f"params {key}: {v}" for key, v in state.items()]
                 elif path in tracked_dirs and state != "deleted":
+                    reasons.append(f"code {path}: {state}")
+                elif path.startswith(CODE_FOLDERS) and path not in tracked_dirs:  # code the lock names, since moved
                     reasons.append(f"code {path}: {state}")
         if reasons:
             stale[stage] = reasons
@@ -65,7 +69,29 @@ def test_the_stale_check_sees_params_and_code_but_not_missing_data():
     edited = {"train@tiger": [{"changed deps": {"stages/train.py": "modified", "pipeline/models": "modified",
                                                 "params.yaml": {"methods.tiger": "modified"}}}],
               "report": ["changed command"]}
+    moved = {"train@tiger": [{"changed deps": {"pipeline/models/tiger.py": "deleted"}}]}
+    assert stale_stages(moved, tracked) == {"train@tiger": ["code pipeline/models/tiger.py: deleted"]}
     assert stale_stages(edited, tracked) == {
         "train@tiger": ["code stages/train.py: modified", "code pipeline/models: modified",
                         "params methods.tiger: modified"],
         "report": ["changed command"]}
+    moved = {"train@tiger": [{"changed deps": {"pipeline/models/tiger.py": "deleted"}}]}
+    assert stale_stages(moved, tracked) == {"train@tiger": ["code pipeline/models/tiger.py: deleted"]}
+
+
+def test_every_stage_ran_the_code_there_is_now():
+    """A fresh clone has no data/code, so `dvc status` cannot compare a stage's code digest: compute each
+    digest here (pipeline.code_deps, as the code stage writes it) and compare it with the one dvc.lock
+    recorded when the stage ran."""
+    from pipeline.code_deps import all_stage_code, digest_text
+
+    digests = {f"data/code/{name}": hashlib.md5(digest_text(files).encode()).hexdigest()
+               for name, files in all_stage_code().items()}
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
+    ran_other_code = {}
+    for stage, entry in lock.items():
+        for dep in entry.get("deps", []):
+            if dep["path"].startswith("data/code/") and digests.get(dep["path"]) != dep.get("md5"):
+                ran_other_code[stage] = dep["path"]
+    assert not ran_other_code, (f"stages that ran other code than there is now: {ran_other_code}; re-run them "
+                                "(dvc repro) and commit dvc.lock and reports/")

@@ -4,12 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.evaluation.metrics import (
-    INVALID,
-    mask_seen,
-    ranking_metrics,
-    target_ranks,
-)
+from pipeline.evaluation.metrics import INVALID, mask_seen, ranking_metrics, target_ranks
 
 
 def test_metrics_equal_a_hand_computation():

@@ -1,6 +1,6 @@
 """The MLflow compare view, opened in headless Chromium against a local `mlflow server`, shows the runs.
 
-Keeps the README's screenshot (reports/mlflow_compare.png, made by scripts/mlflow_compare_screenshot.py)
+Keeps docs/operations.md's screenshot (reports/mlflow_compare.png, made by scripts/mlflow_compare_screenshot.py)
 true: the same code starts the server on a fresh store, opens the compare page and waits for the runs.
 """
 import importlib.util

@@ -123,7 +123,7 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     env.update({"PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
                 "VIRTUAL_ENV": str(Path(sys.executable).parents[1]),
                 "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
-    # Through a running Prefect server (the README's fast path): every stage must show as a completed flow.
+    # Through a running Prefect server (docs/operations.md, "Orchestration"): every stage must show as a completed flow.
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
     with prefect_server(env) as api:
         first = dvc(["repro"], work, {**env, "PREFECT_API_URL": api})

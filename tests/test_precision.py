@@ -9,12 +9,7 @@ import torch
 from pipeline import paths
 from pipeline.config import TrainConfig
 from pipeline.evaluation.evaluate import evaluate_model
-from pipeline.runtime.precision import (
-    FORCE_ENV,
-    PrecisionError,
-    autocast,
-    resolve_precision,
-)
+from pipeline.runtime.precision import FORCE_ENV, PrecisionError, autocast, resolve_precision
 from pipeline.training.method import train_method
 from pipeline.training.trainer import Trainer
 from tests.conftest import TINY_T5, TINY_TRAIN

@@ -7,13 +7,7 @@ import pytest
 from pipeline.config import ParamsError, params_from_dict
 from pipeline.data.download import download
 from pipeline.data.prepare import prepare
-from pipeline.data.readers import (
-    DataError,
-    ReadReport,
-    read_amazon_meta,
-    read_delimited,
-    read_review_jsonl,
-)
+from pipeline.data.readers import DataError, ReadReport, read_amazon_meta, read_delimited, read_review_jsonl
 
 
 def write_jsonl(path, records, raw_lines=()):

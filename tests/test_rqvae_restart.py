@@ -3,12 +3,7 @@ params.yaml's comment)."""
 import numpy as np
 import torch
 
-from pipeline.tokenizers.rqvae import (
-    RQVAE,
-    RQVAEConfig,
-    restart_dead_codes,
-    train_rqvae,
-)
+from pipeline.tokenizers.rqvae import RQVAE, RQVAEConfig, restart_dead_codes, train_rqvae
 
 
 def test_unused_codes_move_onto_item_residuals_and_used_codes_stay():

@@ -4,14 +4,7 @@ import polars as pl
 import pytest
 
 from pipeline.config import params_from_dict
-from pipeline.tokenizers.embedding import (
-    PACKAGED_MINILM,
-    EmbedError,
-    embed_items,
-    encode,
-    item_texts,
-    load_encoder,
-)
+from pipeline.tokenizers.embedding import PACKAGED_MINILM, EmbedError, embed_items, encode, item_texts, load_encoder
 
 ITEMS = pl.DataFrame({
     "item_id": [0, 1],

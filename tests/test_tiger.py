@@ -8,15 +8,7 @@ from pipeline.config import TrainConfig
 from pipeline.data.splits import Split
 from pipeline.evaluation.metrics import ranking_metrics
 from pipeline.evaluation.ranking import rank_split
-from pipeline.models.tiger.model import (
-    BOS,
-    EOS,
-    FIRST_CODE,
-    PAD,
-    IncrementalT5Decoder,
-    Tiger,
-    TigerConfig,
-)
+from pipeline.models.tiger.model import BOS, EOS, FIRST_CODE, PAD, IncrementalT5Decoder, Tiger, TigerConfig
 from pipeline.runtime.precision import autocast
 from pipeline.training.trainer import Trainer
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-INVALID = -1
+from pipeline.models.base import INVALID
 
 
 def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -36,6 +36,9 @@ class ModelConfig:
         return cls(**d)
 
 
+# What ``Recommender.rank`` returns where no valid item fills a slot (the metrics count it as a miss).
+INVALID = -1
+
 # What a model may read besides the training splits (``Recommender.reads``); the model folder stores each.
 # READS_TOKENIZER: the trained tokenizer behind the IDs and the item vectors it reads, for a model that trains
 # the tokenizer further (ETEGRec); its weights then travel inside the model's own weights.
@@ -51,6 +54,23 @@ class ModelInputs:
     codebooks: torch.Tensor | None = None  # (L, K, e) the tokenizer's codebooks
     tokenizer: nn.Module | None = None  # the trained tokenizer (pipeline.tokenizers.rqvae.RQVAE); None when loading a folder
     item_vectors: torch.Tensor | None = None  # (N, in_dim) what the tokenizer reads, in item-id order
+
+
+class EpochSums:
+    """Training statistics summed over an epoch where they are computed (on the device: read once per
+    epoch, no synchronisation per step). Models record into one from their forward pass and read it in
+    ``epoch_diagnostics``; ``take`` returns the sums and starts the next epoch."""
+
+    def __init__(self):
+        self._sums: dict[str, torch.Tensor] = {}
+
+    def add(self, **values: torch.Tensor) -> None:
+        for key, value in values.items():
+            self._sums[key] = self._sums[key] + value if key in self._sums else value
+
+    def take(self) -> dict[str, torch.Tensor]:
+        sums, self._sums = self._sums, {}
+        return sums
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.base import READS_CODEBOOKS, READS_SEMANTIC_IDS, ModelInputs
+from pipeline.models.base import READS_CODEBOOKS, READS_SEMANTIC_IDS, EpochSums, ModelInputs
 from pipeline.models.tiger.model import BOS, FIRST_CODE, Tiger, TigerConfig, token_loss
 
 
@@ -137,10 +137,8 @@ class Decor(Tiger):
             self.compose_v = nn.Linear(d, d, bias=False)
         if config.bos_queries:
             self.bos_queries = nn.Parameter(torch.randn(config.bos_queries, d) * 0.02)
-        self._weight_sums: torch.Tensor | None = None  # (levels, K) composition weights summed in training
-        self._bos_weight_sums: torch.Tensor | None = None
-        self._sample_sums: dict[str, torch.Tensor] | None = None  # per-sample statistics (_record)
-        self._weight_rows = 0
+        # the epoch's composition weights: summed (levels, K), per-sample statistics and the BOS weights (_record)
+        self._stats = EpochSums()
 
     # ----- embeddings -----------------------------------------------------------------------------
     def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -214,12 +212,12 @@ class Decor(Tiger):
             is_code = (tokens >= FIRST_CODE) & (tokens < FIRST_CODE + self.code_levels * cfg.codebook_size)
             x = torch.where(is_code[..., None], mixed, x)
             if self.training:
-                self._record(weights, "_weight_sums")
+                self._record(weights, "composition")
         if cfg.bos_queries:
             bos, bos_weights = self._attend(u, self.bos_queries)
             x = torch.where((tokens == BOS)[..., None], bos[:, None, :].to(x.dtype), x)
             if self.training:
-                self._record(bos_weights, "_bos_weight_sums")
+                self._record(bos_weights, "bos")
         return x
 
     @property
@@ -263,25 +261,24 @@ class Decor(Tiger):
     # Eager even inside a compiled step: the sums outlive the step, and a CUDA graph's outputs are overwritten
     # by its next replay.
     @torch.compiler.disable
-    def _record(self, weights: torch.Tensor, attr: str) -> None:
+    def _record(self, weights: torch.Tensor, kind: str) -> None:
+        """Add a batch's weights (B, levels, K) of the composition (``kind`` "composition") or of the BOS
+        queries ("bos") to the epoch's sums."""
         weights = weights.detach().float()
-        sums = weights.sum(0)
-        current = getattr(self, attr)
-        setattr(self, attr, sums if current is None else current + sums)
-        if attr == "_weight_sums":
+        stats = {kind: weights.sum(0)}
+        if kind == "composition":
             # per sample (B, levels, K): its largest weight, whether that is one-hot, its entropy, which code
             # wins, and which codes reach the uniform weight 1/K (the epoch mean hides all of this: docs/decor_collapse.md)
             K = weights.shape[-1]
             top = weights.max(dim=-1)
             entropy = -(weights * weights.clamp_min(1e-12).log()).sum(-1) / math.log(K)
-            per_sample = {"max": top.values.sum(0), "onehot": (top.values > 0.99).float().sum(0),
-                          "entropy": entropy.sum(0),
-                          "winners": F.one_hot(top.indices, K).float().sum(0),
-                          "reach": (weights >= 1.0 / K).float().sum(0)}
-            self._sample_sums = per_sample if self._sample_sums is None else \
-                {k: self._sample_sums[k] + v for k, v in per_sample.items()}
-        if attr == "_weight_sums" or not self.config.composition:
-            self._weight_rows += weights.shape[0]
+            stats.update({"sample_max": top.values.sum(0), "sample_onehot": (top.values > 0.99).float().sum(0),
+                          "sample_entropy": entropy.sum(0),
+                          "sample_winners": F.one_hot(top.indices, K).float().sum(0),
+                          "sample_reach": (weights >= 1.0 / K).float().sum(0)})
+        if kind == "composition" or not self.config.composition:
+            stats["rows"] = torch.tensor(float(weights.shape[0]), device=weights.device)
+        self._stats.add(**stats)
 
     # A code counts as active per sample when it reaches 1/K for at least this share of the samples (docs/decor_collapse.md)
     ACTIVE_SHARE = 0.01
@@ -299,11 +296,12 @@ class Decor(Tiger):
         the same epoch-mean figures for the BOS queries. Warns, naming the level, when the composition has
         collapsed (largest mean weight > 0.99). Resets the sums."""
         out: dict[str, float] = {}
-        rows = max(self._weight_rows, 1)
-        if self._weight_sums is not None:
-            mean = self._weight_sums / rows  # (levels, K)
+        sums = self._stats.take()
+        rows = max(float(sums.get("rows", 0.0)), 1.0)
+        if "composition" in sums:
+            mean = sums["composition"] / rows  # (levels, K)
             K = mean.shape[-1]
-            sample = {k: v / rows for k, v in self._sample_sums.items()}
+            sample = {k.removeprefix("sample_"): v / rows for k, v in sums.items() if k.startswith("sample_")}
             for level in range(mean.shape[0]):
                 w, n = mean[level], level + 1
                 out[f"composition_active_l{n}"] = float((w >= 1.0 / K).float().mean())
@@ -324,10 +322,8 @@ class Decor(Tiger):
                                   f"of the mean weight ({out[f'composition_sample_onehot_l{n}']:.0%} of samples "
                                   "one-hot): the composed embedding is one vector for every user, not a composition",
                                   stacklevel=2)
-        if self._bos_weight_sums is not None:
-            w = self._bos_weight_sums / rows
+        if "bos" in sums:
+            w = sums["bos"] / rows
             out["bos_active"] = float((w >= 1.0 / w.numel()).float().mean())
             out["bos_entropy"] = float(-(w * w.clamp_min(1e-12).log()).sum() / math.log(max(w.numel(), 2)))
-        self._weight_sums = self._bos_weight_sums = self._sample_sums = None
-        self._weight_rows = 0
         return out

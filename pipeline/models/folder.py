@@ -25,19 +25,10 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as load_safetensors_into
 
 from pipeline.io import atomic_path, write_json
-from pipeline.models.base import (
-    READS_CODEBOOKS,
-    READS_SEMANTIC_IDS,
-    ModelInputs,
-    Recommender,
-)
+from pipeline.models.base import READS_CODEBOOKS, READS_SEMANTIC_IDS, ModelInputs, Recommender
 from pipeline.models.registry import MethodError, model_class, name_of
 from pipeline.paths import tokenizer_of
-from pipeline.tokenizers.semantic_ids import (
-    SemanticIdError,
-    read_id_table,
-    write_id_table,
-)
+from pipeline.tokenizers.semantic_ids import SemanticIdError, read_id_table, write_id_table
 
 MODEL_CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "best.safetensors"

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from pipeline.data.splits import Split
-from pipeline.evaluation.metrics import INVALID
-from pipeline.models.base import ModelConfig, ModelInputs, Recommender
+from pipeline.models.base import INVALID, ModelConfig, ModelInputs, Recommender
 
 
 def training_interaction_counts(train: Split, n_items: int) -> np.ndarray:

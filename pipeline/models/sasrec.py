@@ -28,8 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.data.splits import DeviceSplit, Split
-from pipeline.evaluation.metrics import INVALID
-from pipeline.models.base import ModelConfig, ModelInputs, Recommender
+from pipeline.models.base import INVALID, ModelConfig, ModelInputs, Recommender
 
 
 @dataclass

@@ -4,12 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import Params
-from pipeline.data.download import (
-    NetworkUnavailable,
-    RemoteFile,
-    download,
-    fetch_from_mirrors,
-)
+from pipeline.data.download import NetworkUnavailable, RemoteFile, download, fetch_from_mirrors
 from pipeline.orchestration.flows import as_flow, as_task
 
 

@@ -15,12 +15,7 @@ from pipeline.runtime.devices import resolve_device
 from pipeline.tokenizers.item_vectors import load_embeddings
 from pipeline.tokenizers.letter import LetterRegulariser, neighbour_code_agreement
 from pipeline.tokenizers.rqvae import RQVAEConfig, load_rqvae, save_rqvae, train_rqvae
-from pipeline.tokenizers.semantic_ids import (
-    assert_unique,
-    assign_collision_tokens,
-    semantic_id_stats,
-    write_id_table,
-)
+from pipeline.tokenizers.semantic_ids import assert_unique, assign_collision_tokens, semantic_id_stats, write_id_table
 
 
 def rqvae_config(tp: RQVAETokenizer, in_dim: int) -> RQVAEConfig:

@@ -30,12 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.models.base import READS_SEMANTIC_IDS
-from pipeline.models.discrec.locality import (
-    decoder_items,
-    encoder_items,
-    local_attention_mask,
-)
+from pipeline.models.base import READS_SEMANTIC_IDS, EpochSums
+from pipeline.models.discrec.locality import decoder_items, encoder_items, local_attention_mask
 from pipeline.models.tiger.model import Tiger, TigerConfig
 
 FUSIONS = ("gate", "sum", "semantic")
@@ -65,7 +61,7 @@ class Discrec(Tiger):
 
     def __init__(self, config: DiscrecConfig, item_codes: torch.Tensor):
         super().__init__(config, item_codes)  # T5 first: with fusion "semantic" its weights are TIGER's of one seed
-        self._gate_sums: dict[str, torch.Tensor] = {}
+        self._gate_sums = EpochSums()  # the collaborative branch's gate weight over real tokens
         if config.fusion == "semantic":
             return
         # only the parts a switch keeps: an unused parameter would stop DistributedDataParallel
@@ -99,11 +95,10 @@ class Discrec(Tiger):
         if not self.training:
             return
         real = item >= 0
-        for key, value in ((f"{side}_sum", (collaborative.detach() * real).sum()), (f"{side}_n", real.sum())):
-            self._gate_sums[key] = self._gate_sums[key] + value if key in self._gate_sums else value
+        self._gate_sums.add(**{f"{side}_sum": (collaborative.detach() * real).sum(), f"{side}_n": real.sum()})
 
     def epoch_diagnostics(self) -> dict[str, float]:
-        sums, self._gate_sums = self._gate_sums, {}
+        sums = self._gate_sums.take()
         return {f"gate_collaborative_{side}": float(sums[f"{side}_sum"]) / max(1.0, float(sums[f"{side}_n"]))
                 for side in ("encoder", "decoder") if f"{side}_n" in sums}
 

@@ -34,21 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.models.base import READS_SEMANTIC_IDS, READS_TOKENIZER, ModelInputs, Phase
-from pipeline.models.etegrec.alignment import (
-    code_logits,
-    symmetric_info_nce,
-    symmetric_kl,
-)
+from pipeline.models.base import READS_SEMANTIC_IDS, READS_TOKENIZER, EpochSums, ModelInputs, Phase
+from pipeline.models.etegrec.alignment import code_logits, symmetric_info_nce, symmetric_kl
 from pipeline.models.folder import load_model
 from pipeline.models.tiger.model import Tiger, TigerConfig, code_tokens, token_loss
 from pipeline.tokenizers.rqvae import RQVAE, RQVAEConfig
-from pipeline.tokenizers.semantic_ids import (
-    SemanticIdError,
-    assert_unique,
-    assign_collision_tokens,
-    semantic_id_stats,
-)
+from pipeline.tokenizers.semantic_ids import SemanticIdError, assert_unique, assign_collision_tokens, semantic_id_stats
 
 SIA_SIGNS = {"paper": -1.0, "official": 1.0}
 TOKENIZER_PREFIX = "tokenizer."
@@ -128,7 +119,7 @@ class Etegrec(Tiger):
         self.sequence_projection = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, tc.in_dim))
         self.preference_projection = nn.Linear(d, tc.in_dim)  # h^D to the reconstruction's width (our choice)
         self.register_load_state_dict_post_hook(lambda module, _keys: module._follow_ids())
-        self._sums: dict[str, torch.Tensor] = {}
+        self._sums = EpochSums()  # the loss terms of the epoch's batches
         self._id_stats: dict[str, float] = {}
 
     # ----- IDs ------------------------------------------------------------------------------------
@@ -198,7 +189,7 @@ class Etegrec(Tiger):
             self._id_stats = self.refresh_ids()
 
     def epoch_diagnostics(self) -> dict[str, float]:
-        sums, self._sums = self._sums, {}
+        sums = self._sums.take()
         n = float(sums.pop("samples", 0.0))
         out = {f"loss_{k}": float(v) / n for k, v in sums.items()} if n else {}
         out.update(self._id_stats)
@@ -213,9 +204,8 @@ class Etegrec(Tiger):
         if not self.training:
             return
         # batch means times the batch size, summed on the device (read once per epoch: no sync per step)
-        for k, v in {**losses, "samples": torch.ones((), device=self.ids.device)}.items():
-            v = v.detach().float() * batch_size
-            self._sums[k] = self._sums[k] + v if k in self._sums else v
+        self._sums.add(**{k: v.detach().float() * batch_size
+                          for k, v in {**losses, "samples": torch.ones((), device=self.ids.device)}.items()})
 
     # ----- the forward pass -----------------------------------------------------------------------
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

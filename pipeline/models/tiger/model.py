@@ -17,12 +17,7 @@ import torch.nn.functional as F
 from transformers import T5Config, T5ForConditionalGeneration
 
 from pipeline.data.splits import DeviceSplit, Split
-from pipeline.models.base import (
-    READS_SEMANTIC_IDS,
-    ModelConfig,
-    ModelInputs,
-    Recommender,
-)
+from pipeline.models.base import READS_SEMANTIC_IDS, ModelConfig, ModelInputs, Recommender
 from pipeline.models.tiger.cpu_dropout import use_fast_cpu_dropout
 from pipeline.models.tiger.decoding import PrefixIndex, constrained_beam_search
 
