@@ -3,7 +3,7 @@
 Writes an official-5-core-style CSV (user_id,parent_asin,rating,timestamp) with N interactions
 (Amazon-like ids, Zipf item popularity, ~10 items per user, many timestamp ties), then runs the whole
 filter logic (parse, dedup, iterative k-core, dense ids, leave-one-out, Parquet writes) in a fresh
-process and prints its wall time and peak resident memory. Target (issue 2): <= 30 s and <= 3 GB for
+process and prints its wall time and peak resident memory. Target: <= 30 s and <= 3 GB for
 10 M interactions on a 2-core machine.
 
     python benchmarks/bench_filter.py --interactions 10_000_000

@@ -1,7 +1,7 @@
 """Training throughput of the generative recommender and SASRec, measured side by side in one process, on
 synthetic Amazon-shaped data (histories up to 20 items). Runs unchanged on CUDA. Prints, per model:
 
-- the step before issue 15 ("host step"): batches built from numpy on the host and copied per step, the
+- the host-batch reference step ("host step"): batches built from numpy on the host and copied per step, the
   loss read back every step, AdamW's default implementation, PyTorch's dropout (one random draw per element
   on a CPU);
 - the shared trainer's epoch (``Trainer.train_epoch``): the split on the device and batches cut there, the
@@ -220,9 +220,9 @@ def main() -> None:
         bf16, _ = host_step_rate(make(), split, args.batch_size, args.steps, device, "bf16")
         report("host step, bf16", bf16, args.batch_size, flops, device, f"  (x{bf16 / fp32:.2f} of fp32)")
     before = make()
-    use_standard_dropout(before)  # main before issue 15: PyTorch's per-element CPU dropout masks
+    use_standard_dropout(before)  # the reference step: PyTorch's per-element CPU dropout masks
     host, _ = host_step_rate(before, split, args.batch_size, args.steps, device, precision)
-    report(f"host step (before issue 15), {precision}", host, args.batch_size, flops, device)
+    report(f"host step, {precision}", host, args.batch_size, flops, device)
     eager, _, _ = trainer_rate(make(), split, args.batch_size, args.steps, device, precision, "off")
     report(f"trainer, eager, {precision}", eager, args.batch_size, flops, device, f"  (x{eager / host:.2f} of host step)")
     best = eager

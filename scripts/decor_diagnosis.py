@@ -1,4 +1,4 @@
-"""Where and how DECOR's token composition collapses (issue 16): per-sample composition weights during training.
+"""Where and how DECOR's token composition collapses (docs/decor_collapse.md): per-sample composition weights during training.
 
 Trains params.yaml's DECOR block (methods.<name> or more_methods.<name>) with the shared trainer on this
 workspace's data and, every ``--every`` training steps, records from the step's own batch, per level:

@@ -2,7 +2,7 @@
 # A short check of training speed and of TIGER's recipe on a GPU (about 7 minutes on one H100, from the parts
 # timed there: benchmarks 2 + 1.5 minutes, Beauty TIGER 40 epochs at 4.5 s with validation, then the test):
 #   1. benchmarks/bench_train.py, paper-size TIGER (T5 4+4, 6 heads x 64, FFN 1024), batch 256: the step of
-#      main before issue 15, the trainer eager and compiled (CUDA graphs), a plain HF T5 step; and SASRec;
+#      the host-batch reference step, the trainer eager and compiled (CUDA graphs), a plain HF T5 step; and SASRec;
 #   2. the same for DECOR at TIGER's paper size (its step time against TIGER's);
 #   3. paper-size TIGER trained on a workspace's data (scripts/run_method.py) to early stopping or its
 #      epoch budget, then evaluated on the test split.

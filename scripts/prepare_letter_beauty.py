@@ -1,7 +1,7 @@
 """Assemble Amazon Beauty as LETTER ships it, with item text, for the `local` source.
 
 LETTER's `Beauty.inter.json` has no item text; IDGenRec's title fragments are keyed by ASIN, and
-`Beauty.item2asin.tsv` maps LETTER's item ids to ASINs (see ../shared/data/SOURCES.md). This writes
+`Beauty.item2asin.tsv` maps LETTER's item ids to ASINs (LETTER's released Beauty data). This writes
 `<out>/Beauty.inter.json` (a copy) and `<out>/Beauty.item.json` = {item: {"title": ...}} into a data
 directory that git ignores. Then:
 

@@ -258,7 +258,7 @@ def default_composition_switches() -> dict:
 
 @pytest.mark.filterwarnings("ignore:DECOR composition collapsed")
 def test_the_default_composition_composes_per_user_where_the_papers_collapses(tmp_path):
-    """Issue 16's synthetic task: the best composition depends on the user's taste. Measure: the mutual
+    """A synthetic task (docs/decor_collapse.md): the best composition depends on the user's taste. Measure: the mutual
     information between users and codes over their composition weights, I(user; code) / log K per level (0:
     every user has the same weights), and how far the two tastes' mean weights lie apart (total variation)."""
     information, distance = composition_after_training(tmp_path / "default", **default_composition_switches())

@@ -1,4 +1,4 @@
-"""The trainer at the speed of the hardware (issue 15): the device-resident batches are today's batches,
+"""The trainer at the speed of the hardware: the device-resident batches are today's batches,
 a compiled step computes the eager step's loss, and N torchrun-style processes (DDP over gloo) make the
 updates of one process with the same global batch."""
 import os
@@ -48,7 +48,7 @@ def test_device_batches_are_the_host_path_batches_for_a_fixed_seed(tmp_path):
     trainer = trainer_of(model, tmp_path, split, samples_per_epoch=70)
     for epoch in (0, 1):
         trainer.epoch = epoch
-        # the host path of main before issue 15: the (seed, epoch) permutation cut into batch_size chunks
+        # the host-batch reference path: the (seed, epoch) permutation cut into batch_size chunks
         order = np.random.default_rng([3, epoch]).permutation(len(split))[:70]
         expected = [order[i:i + 16] for i in range(0, 70, 16)]
         got = trainer.epoch_batches()
