@@ -1,7 +1,7 @@
 """DVC stage `code`: one digest file per stage of the project files its module imports (pipeline.code_deps).
 
 Every other stage depends on its digest file, so that editing a file re-runs exactly the stages that import
-it, directly or not. Runs in about a second."""
+it, directly or not. Takes a few seconds (it imports the model registry)."""
 from pipeline import paths
 from pipeline.code_deps import all_stage_code, digest_text
 from pipeline.io import atomic_dir
