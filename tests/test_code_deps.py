@@ -24,11 +24,12 @@ from pipeline.code_deps import (
     code_digest,
     digest_file_name,
     imported_modules,
+    model_module_file,
     module_file,
     stage_code,
     stage_names,
 )
-from pipeline.models.registry import MODELS
+from pipeline.models.registry import MODELS, model_module
 
 # Imports what a stage (and model) imports in a fresh interpreter and prints the project files Python loaded.
 # Third-party libraries are loaded once, then each (stage, model) is imported in a fork of that process.
@@ -67,20 +68,15 @@ def loaded_files(combos: list[tuple[str, str | None]], root: Path = ROOT) -> dic
     return json.loads(out.stdout)
 
 
-def model_module(model: str) -> str:
-    return MODELS[model].split(":")[0]
-
-
 def import_mismatches(root: Path = ROOT) -> dict[str, dict[str, list[str]]]:
     """Per (stage, model): project files Python loads that the closure misses, and closure files it never loads."""
-    combos = [(stage, model_module(m) if stage in PER_MODEL_STAGES else None)
-              for stage in stage_names(root) for m in (sorted(MODELS) if stage in PER_MODEL_STAGES else [None])]
-    real = loaded_files(combos, root)
+    cases = [(stage, model) for stage in stage_names(root)
+             for model in (sorted(MODELS) if stage in PER_MODEL_STAGES else [None])]
+    real = loaded_files([(stage, model and model_module(model, "model")) for stage, model in cases], root)
     bad = {}
-    for stage, module in combos:
-        model = next((m for m in MODELS if model_module(m) == module), None) if module else None
+    for stage, model in cases:
         derived = set(stage_code(stage, model, root))
-        python = set(real[f"{stage}:{module}"])
+        python = set(real[f"{stage}:{model and model_module(model, 'model')}"])
         if derived != python:
             bad[f"{stage}:{model}"] = {"imported but not a dep": sorted(python - derived),
                                        "a dep but never imported": sorted(derived - python)}
@@ -190,8 +186,7 @@ def test_the_resume_fingerprint_hashes_the_train_stage_closure(tmp_path, model):
     (tmp_path / "pipeline/models/__pycache__/base.cpython-311.pyc").write_bytes(b"\0compiled")
     before = code_digest(stage_code("train", model, tmp_path), tmp_path)
     assert before == training_code_digest(model)
-    model_file = tmp_path / MODELS[model].split(":")[0].replace(".", "/")
-    model_file = model_file.with_suffix(".py") if model_file.with_suffix(".py").exists() else model_file / "__init__.py"
+    model_file = model_module_file(model, tmp_path)
     model_file.write_text(model_file.read_text() + "\n# an edit\n")
     assert code_digest(stage_code("train", model, tmp_path), tmp_path) != before
 
