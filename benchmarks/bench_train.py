@@ -1,14 +1,15 @@
 """Training throughput of the generative recommender and SASRec, measured side by side in one process, on
-synthetic Amazon-shaped data (histories up to 20 items). Runs unchanged on CUDA. Prints, per model:
+synthetic Amazon-shaped data (histories up to 20 items) or a pipeline split (``--split``). Runs unchanged on
+CUDA. Prints, per model:
 
-- the host-batch reference step ("host step"): batches built from numpy on the host and copied per step, the
-  loss read back every step, AdamW's default implementation, PyTorch's dropout (one random draw per element
-  on a CPU);
-- the shared trainer's epoch (``Trainer.train_epoch``): the split on the device and batches cut there, the
-  loss summed on the device, fused AdamW on CUDA, four dropout lanes per random draw on a CPU
-  (``pipeline.models.tiger.cpu_dropout``), eager and with ``torch.compile`` (CUDA graphs on a GPU);
 - a plain Hugging Face ``T5ForConditionalGeneration`` step of the same config on the same batches (what the
-  official repositories run), eager and, with ``--compile-plain``, compiled;
+  official repositories run: ``input_ids``, ``attention_mask`` and ``labels`` into the library's forward,
+  AdamW's default implementation, the loss read back every step), first with the C library's default
+  allocator, then with freed CPU memory kept for reuse (``pipeline.runtime.allocator``, which the trainer
+  sets), and with ``--compile-plain`` also compiled;
+- the shared trainer's epoch (``Trainer.train_epoch``): T5's function in lean operations
+  (``pipeline.models.tiger.t5``), the split on the device and batches cut there, the loss summed on the
+  device, fused AdamW on CUDA; eager and with ``torch.compile`` (CUDA graphs on a GPU);
 - each also with ``train.group_by_length`` (batches of similar history lengths, each as wide as its own
   longest history);
 - samples/s, ms per step, and the achieved TFLOP/s: model FLOPs of a forward and backward of ungrouped
@@ -17,10 +18,11 @@ synthetic Amazon-shaped data (histories up to 20 items). Runs unchanged on CUDA.
   arithmetic the GPU did.
 
 The first line names the machine (CPU model and native-bf16 flags, or the GPU). ``--precision`` is the
-train.precision setting (auto: bf16 where native); ``--both-precisions`` also times fp32 against bf16.
+train.precision setting (auto: bf16 where native); ``--both-precisions`` also times the plain step in fp32
+against bf16.
 
     python benchmarks/bench_train.py --steps 30 --batch-size 256            # paper-size TIGER 4+4
-    python benchmarks/bench_train.py --method tiger --items 1349            # params.yaml's block (ML-100K size)
+    python benchmarks/bench_train.py --method tiger --split data/interim/sequences/train.parquet  # params.yaml's block
     python benchmarks/bench_train.py --method decor --paper-size            # DECOR at TIGER's paper size
 """
 from __future__ import annotations
@@ -37,8 +39,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.config import TrainConfig
 from pipeline.data.splits import Split
-from pipeline.models.tiger.cpu_dropout import use_standard_dropout
+from pipeline.models.tiger import t5 as lean_t5
 from pipeline.models.tiger.model import Tiger, TigerConfig
+from pipeline.runtime.allocator import keep_freed_memory
 from pipeline.runtime.devices import describe
 from pipeline.runtime.precision import FORCE_ENV, PRECISIONS, autocast, resolve_precision
 from pipeline.training.trainer import Trainer
@@ -78,7 +81,7 @@ def sync(device: torch.device) -> None:
 
 def host_step_rate(model, split: Split, batch_size: int, steps: int, device: torch.device, precision: str,
                    compile_loss: bool = False) -> tuple[float, float]:
-    """(samples/s, seconds of warm-up) of the pre-issue-15 step: host batches, loss read every step."""
+    """(samples/s, seconds of warm-up) of a step with host batches and the loss read every step."""
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = torch.compile(model.loss) if compile_loss else model.loss
@@ -135,11 +138,16 @@ def trainer_rate(model, split: Split, batch_size: int, steps: int, device: torch
 
 
 def flops_per_sample(model, split: Split, batch_size: int, device: torch.device) -> float:
-    """Model FLOPs of one forward and backward, per sample (matmuls and attention, as FlopCounterMode counts)."""
+    """Model FLOPs of one forward and backward, per sample (matmuls and attention, as FlopCounterMode counts),
+    every row padded to the batch's longest history (the encoder's length groups off)."""
     batch = model.make_batch(split, np.random.default_rng(0).permutation(len(split))[:batch_size], device)
     counter = FlopCounterMode(display=False)
-    with counter:
-        model.loss(batch).backward()
+    lean_t5.GROUP_LENGTHS = False
+    try:
+        with counter:
+            model.loss(batch).backward()
+    finally:
+        lean_t5.GROUP_LENGTHS = True
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / batch_size
 
@@ -214,22 +222,39 @@ def main() -> None:
     print(f"{device}: {describe(device)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{name}: {n_params / 1e6:.2f}M parameters, {flops / 1e6:.1f} MFLOP per sample (forward + backward); "
           f"batch {args.batch_size}, {args.steps} timed steps; precision {args.precision} -> {precision}", flush=True)
+
+    def plain_rate(precision_used: str, compiled: bool = False) -> tuple[float, float]:
+        return host_step_rate(PlainT5(make()), split, args.batch_size, args.steps, device, precision_used,
+                              compile_loss=compiled)
+    plain_default = 0.0
+    if not args.no_plain and device.type == "cpu":  # before anything keeps freed memory (the trainer does)
+        plain_default, _ = plain_rate(precision)
+        report(f"plain HF T5 step, eager, {precision}, default malloc", plain_default, args.batch_size, flops, device)
+    keep_freed_memory()
     if args.both_precisions:
-        fp32, _ = host_step_rate(make(), split, args.batch_size, args.steps, device, "fp32")
-        report("host step, fp32", fp32, args.batch_size, flops, device)
-        bf16, _ = host_step_rate(make(), split, args.batch_size, args.steps, device, "bf16")
-        report("host step, bf16", bf16, args.batch_size, flops, device, f"  (x{bf16 / fp32:.2f} of fp32)")
-    before = make()
-    use_standard_dropout(before)  # the reference step: PyTorch's per-element CPU dropout masks
-    host, _ = host_step_rate(before, split, args.batch_size, args.steps, device, precision)
-    report(f"host step, {precision}", host, args.batch_size, flops, device)
+        fp32, _ = plain_rate("fp32")
+        report("plain HF T5 step, fp32", fp32, args.batch_size, flops, device)
+        bf16, _ = plain_rate("bf16")
+        report("plain HF T5 step, bf16", bf16, args.batch_size, flops, device, f"  (x{bf16 / fp32:.2f} of fp32)")
+    plain = 0.0
+    if not args.no_plain:
+        plain, _ = plain_rate(precision)
+        report(f"plain HF T5 step, eager, {precision}", plain, args.batch_size, flops, device)
+    if args.compile_plain:
+        plain_c, warm = plain_rate(precision, compiled=True)
+        report(f"plain HF T5 step, compiled, {precision}", plain_c, args.batch_size, flops, device,
+               f"  (warm-up {warm:.0f} s)")
+        plain = max(plain, plain_c)
+
+    def beside_plain(rate: float) -> str:
+        return f"  (x{rate / plain:.2f} of plain HF)" if plain else ""
     eager, _, _ = trainer_rate(make(), split, args.batch_size, args.steps, device, precision, "off")
-    report(f"trainer, eager, {precision}", eager, args.batch_size, flops, device, f"  (x{eager / host:.2f} of host step)")
+    report(f"trainer, eager, {precision}", eager, args.batch_size, flops, device, beside_plain(eager))
     best = eager
     if not args.no_grouped:
         grouped, _, _ = trainer_rate(make(), split, args.batch_size, args.steps, device, precision, "off", True)
         report(f"trainer, eager, group_by_length, {precision}", grouped, args.batch_size, flops, device,
-               f"  (x{grouped / host:.2f} of host step)")
+               beside_plain(grouped))
         best = max(best, grouped)
     if args.compile == "on" or (args.compile == "auto" and device.type == "cuda"):
         what = "compiled" + (" + CUDA graphs" if device.type == "cuda" else "")
@@ -238,20 +263,12 @@ def main() -> None:
                                                 group)
             label = (what if compiled else "compile FAILED, eager") + (", group_by_length" if group else "")
             report(f"trainer, {label}, {precision}", rate, args.batch_size, flops, device,
-                   f"  (x{rate / host:.2f} of host step; warm-up {warm:.0f} s)")
+                   f"{beside_plain(rate)}  (warm-up {warm:.0f} s)")
             best = max(best, rate)
-    plain = 0.0
-    if not args.no_plain:
-        plain, _ = host_step_rate(PlainT5(make()), split, args.batch_size, args.steps, device, precision)
-        report(f"plain HF T5 step, eager, {precision}", plain, args.batch_size, flops, device)
-    if args.compile_plain:
-        plain_c, warm = host_step_rate(PlainT5(make()), split, args.batch_size, args.steps, device, precision,
-                                       compile_loss=True)
-        report(f"plain HF T5 step, compiled, {precision}", plain_c, args.batch_size, flops, device,
-               f"  (warm-up {warm:.0f} s)")
-        plain = max(plain, plain_c)
-    print(f"ours (best) / host step: x{best / host:.2f}"
-          + (f"; ours (best) / plain HF (best): x{best / plain:.2f}" if plain else ""), flush=True)
+    if plain:
+        print(f"ours (best) / plain HF (best), the same allocator: x{best / plain:.2f}"
+              + (f"; / plain HF with the default malloc: x{best / plain_default:.2f}" if plain_default else ""),
+              flush=True)
     if not args.no_sasrec:
         from pipeline.models.sasrec import SASRec, SASRecConfig
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from pipeline.models.base import READS_CODEBOOKS, READS_SEMANTIC_IDS, EpochSums, ModelInputs
 from pipeline.models.tiger.model import BOS, FIRST_CODE, Tiger, TigerConfig, token_loss
+from pipeline.models.tiger.t5 import encode
 
 
 @dataclass
@@ -253,8 +254,7 @@ class Decor(Tiger):
     @torch.inference_mode()
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         encoder_embeds = self.embed_encoder(batch)
-        encoded = self.t5.encoder(inputs_embeds=encoder_embeds, attention_mask=batch["attention_mask"])
-        encoded = encoded.last_hidden_state
+        encoded = encode(self.t5, encoder_embeds, batch["attention_mask"])
         return self.with_decoder_context(batch, encoder_embeds, encoded), encoded
 
     # ----- diagnostics (paper Table 3: how many codes the composition uses) --------------------------

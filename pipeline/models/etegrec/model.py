@@ -210,7 +210,7 @@ class Etegrec(Tiger):
     # ----- the forward pass -----------------------------------------------------------------------
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(logits, encoder states H^E, decoder states H^D) of the teacher-forced pass."""
-        out = self.teacher_forced(batch, keep_states=True)
+        out = self.teacher_forced(batch)
         return out.logits, out.encoded, out.decoded
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -18,8 +18,8 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 from pipeline.data.splits import DeviceSplit, Split
 from pipeline.models.base import READS_SEMANTIC_IDS, ModelConfig, ModelInputs, Recommender
-from pipeline.models.tiger.cpu_dropout import use_fast_cpu_dropout
 from pipeline.models.tiger.decoding import PrefixIndex, constrained_beam_search
+from pipeline.models.tiger.t5 import decode, encode, lm_logits, scale_decoder_output
 
 PAD, EOS, BOS, FIRST_CODE = 0, 1, 2, 3
 
@@ -27,11 +27,6 @@ PAD, EOS, BOS, FIRST_CODE = 0, 1, 2, 3
 def decoder_input_ids(labels: torch.Tensor) -> torch.Tensor:
     """Teacher forcing's decoder inputs: the labels ``[c_1, .., c_L, c_dup]`` shifted right behind BOS."""
     return torch.cat([torch.full_like(labels[:, :1], BOS), labels[:, :-1]], dim=1)
-
-
-def scale_decoder_output(t5: T5ForConditionalGeneration, decoded: torch.Tensor) -> torch.Tensor:
-    """T5's rescaling of the decoder's last states before its tied output projection (d_model ** -0.5)."""
-    return decoded * (t5.model_dim ** -0.5) if t5.config.scale_decoder_outputs else decoded
 
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -42,11 +37,11 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 @dataclass
 class TeacherForced:
     """What ``Tiger.teacher_forced`` returns: the logits, the batch as the decoder saw it (with any context a
-    method added), and, when asked for, the encoder states H^E and decoder states H^D."""
+    method added), the encoder states H^E and the decoder states H^D."""
     logits: torch.Tensor
     batch: dict[str, torch.Tensor]
-    encoded: torch.Tensor | None = None
-    decoded: torch.Tensor | None = None
+    encoded: torch.Tensor
+    decoded: torch.Tensor
 
 
 @dataclass
@@ -112,7 +107,6 @@ class Tiger(Recommender):
             dropout_rate=config.dropout, feed_forward_proj=config.feed_forward_proj,
             pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=BOS,
         ))
-        use_fast_cpu_dropout(self.t5)  # CPU training: masks 4 lanes per random draw (x1.2-1.4 samples/s)
         self.register_buffer("item_codes", item_codes.long().clone(), persistent=False)
         self.register_buffer("item_tokens", code_tokens(item_codes, config.codebook_size), persistent=False)
         # built here so that unusable IDs (duplicates, codes outside the codebook) stop the stage before training
@@ -157,28 +151,23 @@ class Tiger(Recommender):
         return self.embed_decoder(prefix[:, -1:], batch, step)
 
     # ----- training -------------------------------------------------------------------------------
-    def teacher_forced(self, batch: dict[str, torch.Tensor], keep_states: bool = False,
-                       context_from_encoder: bool = False) -> TeacherForced:
+    def teacher_forced(self, batch: dict[str, torch.Tensor], context_from_encoder: bool = False) -> TeacherForced:
         """The one teacher-forced pass of every model built on TIGER: decoder inputs ``[BOS, c_1, .., c_L]``
-        (the labels shifted right), embedded by ``embed_encoder`` / ``embed_decoder``.
+        (the labels shifted right), embedded by ``embed_encoder`` / ``embed_decoder``, through T5's encoder and
+        decoder (``pipeline.models.tiger.t5``: Hugging Face's ``T5ForConditionalGeneration.forward``, lean).
 
-        ``keep_states``: also return the encoder and decoder states (ETEGRec's alignment losses read them);
-        ``context_from_encoder``: the encoder runs before ``with_decoder_context``, which receives its output
-        states (DECOR's ``context: encoder``). Either way the encoder and decoder then run one after the
-        other, which computes what Hugging Face's ``T5ForConditionalGeneration.forward`` does."""
-        decoder_ids = decoder_input_ids(batch["labels"])
+        ``context_from_encoder``: ``with_decoder_context`` receives the encoder's output states (DECOR's
+        ``context: encoder``); otherwise it runs before the encoder."""
         encoder_embeds = self.embed_encoder(batch)
-        if not (keep_states or context_from_encoder):
+        if context_from_encoder:
+            encoded = encode(self.t5, encoder_embeds, batch["attention_mask"])
+            batch = self.with_decoder_context(batch, encoder_embeds, encoded)
+        else:
             batch = self.with_decoder_context(batch, encoder_embeds)
-            out = self.t5(inputs_embeds=encoder_embeds, attention_mask=batch["attention_mask"],
-                          decoder_inputs_embeds=self.embed_decoder(decoder_ids, batch, 0), use_cache=False)
-            return TeacherForced(out.logits, batch)
-        encoded = self.t5.encoder(inputs_embeds=encoder_embeds, attention_mask=batch["attention_mask"]).last_hidden_state
-        batch = (self.with_decoder_context(batch, encoder_embeds, encoded) if context_from_encoder
-                 else self.with_decoder_context(batch, encoder_embeds))
-        decoded = self.t5.decoder(inputs_embeds=self.embed_decoder(decoder_ids, batch, 0), encoder_hidden_states=encoded,
-                                  encoder_attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
-        return TeacherForced(self.t5.lm_head(scale_decoder_output(self.t5, decoded)), batch, encoded, decoded)
+            encoded = encode(self.t5, encoder_embeds, batch["attention_mask"])
+        decoder_embeds = self.embed_decoder(decoder_input_ids(batch["labels"]), batch, 0)
+        decoded = decode(self.t5, decoder_embeds, encoded, batch["attention_mask"])
+        return TeacherForced(lm_logits(self.t5, decoded), batch, encoded, decoded)
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.teacher_forced(batch).logits
@@ -202,8 +191,7 @@ class Tiger(Recommender):
         """The encoder pass of a search: (the batch with its decoder context, encoder states (B, S, d))."""
         encoder_embeds = self.embed_encoder(batch)
         batch = self.with_decoder_context(batch, encoder_embeds)
-        encoded = self.t5.encoder(inputs_embeds=encoder_embeds, attention_mask=batch["attention_mask"])
-        return batch, encoded.last_hidden_state
+        return batch, encode(self.t5, encoder_embeds, batch["attention_mask"])
 
     @torch.inference_mode()
     def beam_search(self, batch: dict[str, torch.Tensor], beam_size: int,
