@@ -4,9 +4,7 @@ CUDA. Prints, per model:
 
 - a plain Hugging Face ``T5ForConditionalGeneration`` step of the same config on the same batches (what the
   official repositories run: ``input_ids``, ``attention_mask`` and ``labels`` into the library's forward,
-  AdamW's default implementation, the loss read back every step), first with the C library's default
-  allocator, then with freed CPU memory kept for reuse (``pipeline.runtime.allocator``, which the trainer
-  sets), and with ``--compile-plain`` also compiled;
+  AdamW's default implementation, the loss read back every step), and with ``--compile-plain`` also compiled;
 - the shared trainer's epoch (``Trainer.train_epoch``): T5's function in lean operations
   (``pipeline.models.tiger.t5``), the split on the device and batches cut there, the loss summed on the
   device, fused AdamW on CUDA; eager and with ``torch.compile`` (CUDA graphs on a GPU);
@@ -41,11 +39,12 @@ from pipeline.config import TrainConfig
 from pipeline.data.splits import Split
 from pipeline.models.tiger import t5 as lean_t5
 from pipeline.models.tiger.model import Tiger, TigerConfig
-from pipeline.runtime.allocator import keep_freed_memory
 from pipeline.runtime.devices import describe
 from pipeline.runtime.precision import FORCE_ENV, PRECISIONS, autocast, resolve_precision
 from pipeline.training.trainer import Trainer
 
+# untimed steps before each row: compilation, and glibc's malloc raising its mmap threshold as blocks are freed
+WARM_UP = 8
 PAPER_SIZE = {"num_layers": 4, "num_decoder_layers": 4, "num_heads": 6, "d_kv": 64, "d_ff": 1024}  # the TIGER paper's T5 (Rajput et al. 2023)
 
 
@@ -85,7 +84,7 @@ def host_step_rate(model, split: Split, batch_size: int, steps: int, device: tor
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = torch.compile(model.loss) if compile_loss else model.loss
-    batches = list(split.batches(batch_size, shuffle=True, generator=np.random.default_rng(0)))[: steps + 3]
+    batches = list(split.batches(batch_size, shuffle=True, generator=np.random.default_rng(0)))[: steps + WARM_UP]
 
     def step(idx):
         batch = model.make_batch(split, idx, device)
@@ -98,15 +97,15 @@ def host_step_rate(model, split: Split, batch_size: int, steps: int, device: tor
         return float(loss.detach())
 
     t = time.perf_counter()
-    for idx in batches[:3]:  # warm-up (and compilation)
+    for idx in batches[:WARM_UP]:  # warm-up (compilation; the C library's malloc adapting to the step)
         step(idx)
     sync(device)
     warm = time.perf_counter() - t
     t = time.perf_counter()
-    for idx in batches[3:]:
+    for idx in batches[WARM_UP:]:
         step(idx)
     sync(device)
-    return sum(len(i) for i in batches[3:]) / (time.perf_counter() - t), warm
+    return sum(len(i) for i in batches[WARM_UP:]) / (time.perf_counter() - t), warm
 
 
 def trainer_rate(model, split: Split, batch_size: int, steps: int, device: torch.device, precision: str,
@@ -120,11 +119,11 @@ def trainer_rate(model, split: Split, batch_size: int, steps: int, device: torch
         every = trainer.epoch_batches
 
         def warm_up_batches():
-            """3 steps; with grouped batches one of each width (each width compiles or records a graph)"""
+            """WARM_UP steps; with grouped batches one of each width (each width compiles or records a graph)"""
             first_of_width: dict = {}
             for batch in every():
                 first_of_width.setdefault(batch[2], batch)
-            return list(first_of_width.values()) if group_by_length else every()[:3]
+            return list(first_of_width.values()) if group_by_length else every()[:WARM_UP]
         trainer.epoch_batches = warm_up_batches
         t = time.perf_counter()
         trainer.train_epoch()
@@ -187,7 +186,7 @@ def main() -> None:
         split = load_split(args.split)
         args.items = max(args.items, int(max(split.values.max(), split.targets.max())) + 1)
     else:
-        split = synthetic(args.batch_size * (args.steps + 3), args.items, 0)
+        split = synthetic(args.batch_size * (args.steps + WARM_UP), args.items, 0)
     rng = np.random.default_rng(1)
     codes = np.column_stack([rng.integers(0, 256, args.items) for _ in range(3)] + [np.arange(args.items) % 256])
     torch.manual_seed(0)
@@ -226,11 +225,6 @@ def main() -> None:
     def plain_rate(precision_used: str, compiled: bool = False) -> tuple[float, float]:
         return host_step_rate(PlainT5(make()), split, args.batch_size, args.steps, device, precision_used,
                               compile_loss=compiled)
-    plain_default = 0.0
-    if not args.no_plain and device.type == "cpu":  # before anything keeps freed memory (the trainer does)
-        plain_default, _ = plain_rate(precision)
-        report(f"plain HF T5 step, eager, {precision}, default malloc", plain_default, args.batch_size, flops, device)
-    keep_freed_memory()
     if args.both_precisions:
         fp32, _ = plain_rate("fp32")
         report("plain HF T5 step, fp32", fp32, args.batch_size, flops, device)
@@ -266,9 +260,7 @@ def main() -> None:
                    f"{beside_plain(rate)}  (warm-up {warm:.0f} s)")
             best = max(best, rate)
     if plain:
-        print(f"ours (best) / plain HF (best), the same allocator: x{best / plain:.2f}"
-              + (f"; / plain HF with the default malloc: x{best / plain_default:.2f}" if plain_default else ""),
-              flush=True)
+        print(f"ours (best) / plain HF (best): x{best / plain:.2f}", flush=True)
     if not args.no_sasrec:
         from pipeline.models.sasrec import SASRec, SASRecConfig
 

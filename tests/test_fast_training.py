@@ -182,15 +182,3 @@ def test_two_ddp_processes_make_the_updates_of_one_process_with_the_same_batch(t
     # the same parameters after 12 steps, up to float summation order (padding differs per process)
     torch.testing.assert_close(ddp, single, rtol=1e-4, atol=1e-5)
 
-
-def test_a_cpu_trainer_keeps_freed_memory_for_reuse(tmp_path, monkeypatch):
-    """Fresh pages for every large tensor cost x1.4 of the CPU step (pipeline/runtime/allocator.py)."""
-    from pipeline.training import trainer as trainer_module
-
-    calls = []
-    monkeypatch.setattr(trainer_module, "keep_freed_memory", lambda: calls.append(1) or True)
-    trainer_of(tiny_tiger(), tmp_path)
-    assert calls
-    from pipeline.runtime.allocator import keep_freed_memory
-
-    assert keep_freed_memory()  # glibc here (CI and the machines of docs/performance.md)

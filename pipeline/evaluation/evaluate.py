@@ -14,7 +14,6 @@ from pipeline.evaluation.metrics import mask_seen, ranking_metrics, target_ranks
 from pipeline.evaluation.ranking import rank_split
 from pipeline.io import atomic_dir, write_json, write_parquet
 from pipeline.models.folder import TRAINING_FILE, load_model
-from pipeline.runtime.allocator import keep_freed_memory
 from pipeline.runtime.devices import resolve_device
 from pipeline.runtime.precision import resolve_precision
 
@@ -25,8 +24,6 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path, settings: Evaluat
     Reads nothing but the model folder, the test split and ``settings``."""
     model_dir = Path(model_dir)
     device = resolve_device(settings.device)
-    if device.type == "cpu":
-        keep_freed_memory()  # large tensors reuse freed memory instead of fresh pages (x1.4 on a CPU)
     model, info = load_model(model_dir, device, items_path=seq_dir / "items.parquet")
     test = load_split(seq_dir / "test.parquet")
     precision = resolve_precision(device, settings.precision, "evaluate.precision")

@@ -40,7 +40,6 @@ from pipeline.io import atomic_dir, write_json
 from pipeline.models.base import Phase, Recommender
 from pipeline.models.folder import load_weights, save_weights
 from pipeline.runtime import distributed
-from pipeline.runtime.allocator import keep_freed_memory
 from pipeline.runtime.devices import resolve_device
 from pipeline.runtime.precision import autocast, resolve_precision
 
@@ -92,8 +91,6 @@ class Trainer:
         self.device = distributed.join(resolve_device(device))  # under torchrun: this rank's GPU
         self.world, self.rank = distributed.world_size(), distributed.rank()
         self.model.to(self.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # a step's large tensors reuse freed memory instead of fresh pages (x1.4 on a CPU)
         # What train.precision means on this device (auto: bf16 where native, else fp32); recorded with the run
         self.precision = resolve_precision(self.device, config.precision, "train.precision")
         self.phases = model.phases(config.epochs)

@@ -207,17 +207,21 @@ def encode(t5: T5ForConditionalGeneration, embeds: torch.Tensor, mask: torch.Ten
 
 # The cost of a group of n rows as wide as w tokens, in tokens of a linear layer: n * w for the projections
 # and feed-forward layers, n * w * w / ATTENTION_TOKENS for the attention's (w x w) scores, softmax and
-# dropout, and GROUP_TOKENS for the operations each group runs once more. Fitted to the default TIGER block
-# on a 2-core CPU (docs/performance.md, "Speed"); a coarse fit only moves where groups split.
+# dropout, and GROUP_TOKENS for the operations each group runs once more. A batch is split only where that
+# saves more than a quarter of its cost (SPLIT_BELOW): every split makes tensors of new sizes, and on
+# ML-100K's nearly uniform lengths (a 4-7 % saving) splitting made training x0.8-0.9 as fast and doubled the
+# process's memory (fresh allocations of other sizes each step). Fitted on the default TIGER block on a
+# 2-core CPU (docs/performance.md, "Speed"); a coarse fit only moves where groups split.
 ATTENTION_TOKENS = 100
-GROUP_TOKENS = 512
+GROUP_TOKENS = 2048
+SPLIT_BELOW = 0.75
 GROUP_LENGTHS = True  # False: one group (the benchmark counts the FLOPs of padded batches with it)
 
 
 def length_groups(lengths: list[int]) -> list[tuple[list[int], int]] | None:
     """The batch's rows (their ``lengths`` in tokens) split into groups of similar length that minimise the
     padded work (an exact dynamic programme over the sorted distinct lengths), as (rows, width) pairs; None
-    when one group, as wide as the longest row, is cheapest."""
+    when one group, as wide as the longest row, costs less than 1 / SPLIT_BELOW times the best split."""
     order = sorted(range(len(lengths)), key=lambda row: lengths[row])
     ranked = [lengths[row] for row in order]
     ends = [i + 1 for i in range(len(ranked)) if i + 1 == len(ranked) or ranked[i + 1] != ranked[i]]
@@ -233,7 +237,7 @@ def length_groups(lengths: list[int]) -> list[tuple[list[int], int]] | None:
         start = best[end][1]
         cuts.append((start, end))
         end = start
-    if len(cuts) == 1:
+    if len(cuts) == 1 or best[len(ranked)][0] > SPLIT_BELOW * cost(0, len(ranked)):
         return None
     return [(order[start:end], ranked[end - 1]) for start, end in reversed(cuts)]
 
