@@ -172,7 +172,7 @@ def main() -> None:
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                     help="train.compile for the trainer's compiled row (auto: on CUDA only; off skips the row)")
     ap.add_argument("--compile-plain", action="store_true", help="also time the plain HF step compiled")
-    ap.add_argument("--both-precisions", action="store_true", help="also time the host step in fp32 and bf16")
+    ap.add_argument("--both-precisions", action="store_true", help="also time the plain HF step in fp32 and bf16")
     ap.add_argument("--split", default="", help="a training split of the pipeline (e.g. "
                     "data/interim/sequences/train.parquet) instead of synthetic histories; --items must cover it")
     ap.add_argument("--no-sasrec", action="store_true")
