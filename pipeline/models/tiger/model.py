@@ -19,7 +19,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 from pipeline.data.splits import DeviceSplit, Split
 from pipeline.models.base import READS_SEMANTIC_IDS, ModelConfig, ModelInputs, Recommender
 from pipeline.models.tiger.decoding import PrefixIndex, constrained_beam_search
-from pipeline.models.tiger.t5 import decode, encode, lm_logits, scale_decoder_output
+from pipeline.models.tiger.t5 import cross_keys_values, decode, encode, lm_logits, scale_decoder_output
 
 PAD, EOS, BOS, FIRST_CODE = 0, 1, 2, 3
 
@@ -250,11 +250,7 @@ class IncrementalT5Decoder:
         self.n_users = B
         # every layer's cross-attention keys and values in one matmul; keys stored transposed and both
         # contiguous, so the per-step attention reads them as they are
-        kv_weight = torch.cat([w for block in self.blocks for w in (block.layer[1].EncDecAttention.k.weight,
-                                                                   block.layer[1].EncDecAttention.v.weight)])
-        attn = self.blocks[0].layer[1].EncDecAttention
-        H, dk = attn.n_heads, attn.key_value_proj_dim
-        kv = F.linear(encoded, kv_weight).view(B, S, len(self.blocks), 2, H, dk)
+        kv = cross_keys_values(t5.decoder, encoded, encoded.dtype)
         self.cross = [(kv[:, :, i, 0].permute(0, 2, 3, 1).contiguous(),  # keys (B, H, dk, S)
                        kv[:, :, i, 1].transpose(1, 2).contiguous())  # values (B, H, S, dk)
                       for i in range(len(self.blocks))]

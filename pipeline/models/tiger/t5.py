@@ -41,8 +41,9 @@ def _realised_drop(p: float) -> int:
     return round(p * 65536)
 
 
-def _cpu_lanes(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+def _cpu_lanes(device: torch.device) -> bool:
+    """Whether dropout draws :func:`random_lanes` (eager on a CPU) rather than calling PyTorch's dropout."""
+    return device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def random_lanes(n: int) -> torch.Tensor:
@@ -57,7 +58,7 @@ def random_lanes(n: int) -> torch.Tensor:
 def drop_scale(p: float, training: bool, device: torch.device) -> float:
     """The factor that makes :func:`drop`'s output unbiased: 1 / (realised keep rate) where ``drop`` leaves its
     output unscaled (training on a CPU), else 1."""
-    if not training or p == 0.0 or device.type != "cpu" or torch.compiler.is_compiling():
+    if not training or p == 0.0 or not _cpu_lanes(device):
         return 1.0
     return 65536 / (65536 - _realised_drop(p))
 
@@ -71,7 +72,7 @@ def drop(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     and under ``torch.compile`` this is PyTorch's dropout (already rescaled; the factor is then 1)."""
     if not training or p == 0.0:
         return x
-    if not _cpu_lanes(x):
+    if not _cpu_lanes(x.device):
         return F.dropout(x, p, True)
     n = x.numel()
     keep = random_lanes(n).view(x.shape) >= _realised_drop(p) - 32768
@@ -190,11 +191,11 @@ def encode(t5: T5ForConditionalGeneration, embeds: torch.Tensor, mask: torch.Ten
     with torch.autocast(device.type, enabled=False):
         weights = [_block_weights(block, dtype, training, device) for block in stack.block]
         groups = None
-        if GROUP_LENGTHS and _cpu_lanes(embeds):
+        if GROUP_LENGTHS and _cpu_lanes(device):
             groups = length_groups(mask.sum(1).tolist())
         if groups is None:
             return _encode(stack, weights, embeds, mask)
-        B, S, d = embeds.shape
+        S = embeds.shape[1]
         order = torch.as_tensor([row for rows, _ in groups for row in rows], device=device)
         parts = []
         for rows, width in groups:
@@ -261,17 +262,13 @@ def decode(t5: T5ForConditionalGeneration, embeds: torch.Tensor, encoded: torch.
     ``encoded``, whose keys and values for every layer come from one matmul."""
     stack, training, device = t5.decoder, t5.training, embeds.device
     dtype = compute_dtype(device)
-    B, T, _ = embeds.shape
-    S = encoded.shape[1]
+    T = embeds.shape[1]
     with torch.autocast(device.type, enabled=False):
         first = stack.block[0].layer[0].SelfAttention
-        H, dk = first.n_heads, first.key_value_proj_dim
         causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()
         self_bias = first.compute_bias(T, T, device=device).float().masked_fill(~causal, torch.finfo(torch.float32).min)
         cross_bias = _padding_bias(encoder_mask)
-        kv_weight = torch.cat([w for block in stack.block for w in (block.layer[1].EncDecAttention.k.weight,
-                                                                   block.layer[1].EncDecAttention.v.weight)])
-        kv = F.linear(encoded.to(dtype), kv_weight.to(dtype)).view(B, S, len(stack.block), 2, H, dk)
+        kv = cross_keys_values(stack, encoded.to(dtype), dtype)
         kv = kv.permute(2, 3, 0, 4, 1, 5).unbind(0)  # per layer (2, B, H, S, dk)
         x = dropout(embeds.float(), stack.dropout.p, training)
         for i, block in enumerate(stack.block):
@@ -280,6 +277,17 @@ def decode(t5: T5ForConditionalGeneration, embeds: torch.Tensor, encoded: torch.
             x = _cross_attention(block.layer[1], x, *kv[i].unbind(0), cross_bias, weights, training)
             x = _feed_forward(block.layer[-1], x, weights, training)
         return dropout(rms_norm(x, stack.final_layer_norm, torch.float32), stack.dropout.p, training)
+
+
+def cross_keys_values(decoder: torch.nn.Module, encoded: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Every decoder layer's cross-attention keys and values of ``encoded`` (B, S, d) from one matmul in
+    ``dtype``: (B, S, layers, 2, heads, d_kv), index 0 of the fourth axis the keys, 1 the values."""
+    weight = torch.cat([w for block in decoder.block for w in (block.layer[1].EncDecAttention.k.weight,
+                                                               block.layer[1].EncDecAttention.v.weight)])
+    attention = decoder.block[0].layer[1].EncDecAttention
+    B, S, _ = encoded.shape
+    return F.linear(encoded, weight.to(dtype)).view(B, S, len(decoder.block), 2, attention.n_heads,
+                                                    attention.key_value_proj_dim)
 
 
 def scale_decoder_output(t5: T5ForConditionalGeneration, decoded: torch.Tensor) -> torch.Tensor:
