@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from pipeline.errors import UserError
 from pipeline.paths import tokenizer_of
@@ -125,7 +125,8 @@ class FilterParams(_Strict):
 class TemplateParams(_Strict):
     # Fields in order. DECOR's framework uses title, features, categories, description (the DECOR paper);
     # genres and year describe MovieLens. Fields absent from the items table are skipped.
-    fields: list[str] = ["title", "features", "categories", "description", "genres", "year"]
+    # brand: the references' item text (TIGER §4.1: title, price, category, brand; LETTER: title + description).
+    fields: list[str] = ["title", "brand", "features", "categories", "description", "genres", "year"]
     separator: str = " "  # between fields (DECOR: a space)
     field_end: str = "."  # appended to a field that does not end a sentence (DECOR: each field ends with ".")
     field_labels: bool = False  # "title: ..." prefixes; our choice: off, as in DECOR
@@ -144,6 +145,9 @@ class EmbedParams(_Strict):
     # sentence-t5-base does too); our choice, as the RQ-VAE then sees vectors of one scale.
     normalize: bool = True
     device: str = "auto"
+    # The embed stage refuses a catalogue with more empty texts than this share: semantic IDs of empty strings
+    # are meaningless (an items file keyed by other ids than the interactions gives no item a text). 1 = allow.
+    max_empty_share: float = Field(0.05, ge=0, le=1)
 
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a block name is a folder name and part of a stage name
@@ -170,7 +174,13 @@ class RQVAETokenizer(_Strict):
     # catalogues (MovieLens-100K: 1 code of 256 after 20 epochs).
     dead_code_restart: bool = True
     # TIGER: 20k epochs, batch 1024, Adagrad lr 0.4; others AdamW lr 1e-3, wd 1e-4 (docs/method_reference.md §3).
-    epochs: int = Field(100, ge=1)
+    # A cap when ``patience`` > 0: training stops once for ``patience`` epochs neither the collision rate nor the
+    # loss (by 0.1 %) improved (pipeline/tokenizers/rqvae.py, train_rqvae).
+    epochs: int = Field(500, ge=1)
+    patience: int = Field(50, ge=0)  # 0 = every epoch of ``epochs``
+    # The checkpoint kept: the last (converged) epoch, or the epoch of the fewest collisions (ties: lower loss),
+    # as the reference implementations keep theirs (chosen on validation: docs/methods.md, "The tokenizers").
+    keep: Literal["collisions", "last"] = "last"
     batch_size: int = Field(1024, ge=1)
     optimizer: Literal["adamw", "adagrad"] = "adamw"
     lr: float = Field(1e-3, gt=0)
@@ -198,7 +208,25 @@ class LetterTokenizer(RQVAETokenizer):
     sinkhorn_iters: int = Field(50, ge=1)
 
 
-TOKENIZER_KINDS = ("rqvae", "letter")
+class ExternalTokenizer(_Strict):
+    """Semantic IDs a user brings, read from a file of item -> codes (pipeline/tokenizers/external.py): the
+    control that runs a recommender on reference IDs. ``inputs``: [the file, the catalogue it must cover]."""
+    model: Literal["external"] = "external"
+    inputs: list[str] = Field(min_length=2, max_length=2)
+    format: Literal["auto", "letter_index", "json", "parquet"] = "auto"  # auto: by suffix and first value
+    key: Literal["raw_item_id", "item_id"] = "raw_item_id"  # the source's item ids, or the pipeline's 0..N-1
+    codebook_size: int = Field(0, ge=0)  # codes lie in [0, K); 0 = one more than the largest code in the file
+
+    @field_validator("inputs")
+    @classmethod
+    def _names_the_catalogue(cls, inputs: list[str]) -> list[str]:
+        if Path(inputs[-1]).name != "items.parquet":
+            raise ValueError(f"the second input must be the catalogue the codes cover, "
+                             f"data/interim/sequences/items.parquet (got {inputs[-1]!r})")
+        return inputs
+
+
+TOKENIZER_KINDS = ("rqvae", "letter", "external")
 
 
 def _tokenizer_kind(block) -> str:
@@ -207,8 +235,8 @@ def _tokenizer_kind(block) -> str:
 
 
 # One schema per tokenizer kind, chosen by `model` (a block without one is an RQ-VAE).
-TokenizerParams = Annotated[Annotated[RQVAETokenizer, Tag("rqvae")] | Annotated[LetterTokenizer, Tag("letter")],
-                            Discriminator(_tokenizer_kind)]
+TokenizerParams = Annotated[Annotated[RQVAETokenizer, Tag("rqvae")] | Annotated[LetterTokenizer, Tag("letter")]
+                            | Annotated[ExternalTokenizer, Tag("external")], Discriminator(_tokenizer_kind)]
 
 class MethodParams(_Strict):
     """One ``methods.<name>`` block; ``backbone`` is checked by the model's own config class when built."""

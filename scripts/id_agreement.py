@@ -2,7 +2,7 @@
 neighbours by SASRec item embedding (cosine) that share its first code (and its first two codes), averaged over
 items, beside the share a random item would have. Reads the IDs `dvc repro` left in data/processed/semantic_ids.
 
-    python scripts/id_agreement.py [--vectors data/models/sasrec/item_embeddings.safetensors] [--k 10]
+    python scripts/id_agreement.py [--vectors data/models/sasrec/item_embeddings.safetensors] [--k 10] [--workspace DIR]
 """
 from __future__ import annotations
 
@@ -24,11 +24,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vectors", default="data/models/sasrec/item_embeddings.safetensors")
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--workspace", type=Path, default=REPO,
+                    help="the folder whose params.yaml and data/ it reads (default: this repository)")
     args = ap.parse_args()
-    vectors = load_embeddings(REPO / args.vectors)
+    root = args.workspace
+    vectors = load_embeddings(root / args.vectors)
     print("| tokenizer | first code shared | chance | first two codes shared | chance |\n| --- | --- | --- | --- | --- |")
-    for name in load_params(REPO / "params.yaml").tokenizers:
-        table = REPO / paths.semantic_ids_dir(name) / "ids.parquet"
+    for name in load_params(root / "params.yaml").tokenizers:
+        table = root / paths.semantic_ids_dir(name) / "ids.parquet"
         if not table.exists():
             continue
         ids = read_id_table(table)

@@ -1,7 +1,7 @@
 """Compare methods over several training seeds on the current data, with a paired test over users.
 
 Trains and evaluates every (method, seed) with the stages' own code (`pipeline.training.method`) on the
-splits and semantic IDs that `dvc repro` left in `data/`, under one shared budget, then writes a
+splits and semantic IDs that `dvc repro` left in `data/` (of ``--workspace``), under one shared budget, then writes a
 Markdown table (mean ± std over seeds per metric; per-user NDCG@10 averaged over seeds compared with the
 baseline by a paired t-test and a Wilcoxon signed-rank test) and the same figures as JSON.
 
@@ -149,12 +149,17 @@ def main() -> None:
                     help="rank finished runs' models again with the current code (after a decoder or metric "
                          "change) instead of skipping them; unfinished runs train as usual")
     ap.add_argument("--out", type=Path, default=None, help="Markdown report (default reports/studies/<name>.md)")
+    ap.add_argument("--workspace", type=Path, default=REPO,
+                    help="the folder whose params.yaml and data/ the study reads (default: this repository); e.g. "
+                         "a copy run on other data, with pipeline/ and stages/ linked")
     args = ap.parse_args()
     if args.baseline not in args.methods:
         raise SystemExit(f"--baseline {args.baseline} must be one of --methods")
     from pipeline.config import set_dotted
 
-    os.chdir(REPO)
+    if args.out is not None:
+        args.out = args.out.resolve()
+    os.chdir(args.workspace)
     raw = yaml.safe_load(Path("params.yaml").read_text())
     section = {m: s for s in ("methods", "more_methods") for m in (raw.get(s) or {})}
     missing = [m for m in args.methods if m not in section]

@@ -18,11 +18,11 @@ def main(name: str) -> None:
     out_dir = paths.tokenizer_dir(name)
     section = {"data": params.data.model_dump(), "filter": params.filter.model_dump(),
                "embed": params.embed.model_dump(), "tokenizer": block.model_dump(), "seed": params.seed}
-    every = max(1, block.epochs // 20)  # a readable log: ~20 lines per run
+    every = max(1, getattr(block, "epochs", 1) // 20)  # a readable log: ~20 lines per run (an external block: none)
 
     def progress(epoch: int, metrics: dict) -> None:
         run.log_metrics(metrics, step=epoch)
-        if epoch % every == 0 or epoch == block.epochs:
+        if epoch % every == 0 or epoch == 1:
             print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
     with tracking.stage_run(f"tokenize@{name}", params.data.dataset_name, section, run_name=name) as run:

@@ -148,3 +148,21 @@ def test_params_unknown_key_and_out_of_range_value_are_named():
         params_from_dict({"data": {"source": "amazon2030"}})
     with pytest.raises(ParamsError, match=r"  seed: Input should be greater than or equal to 0"):
         params_from_dict({"seed": -1})  # numpy's generators would refuse it mid-stage
+
+
+def test_an_items_file_keyed_by_other_ids_passes_filter_and_is_refused_at_embed(tmp_path):
+    """The user's mistake: item text keyed by ASINs, interactions by numbers. The filter warns and records both
+    files' first ids; embed refuses the catalogue of empty texts, naming them."""
+    from pipeline.tokenizers.embedding import EmbedError, embed_items
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "Toy.inter.json").write_text(json.dumps({"0": [3, 1, 2], "1": [1, 2, 3, 0], "2": [0, 3, 2]}))
+    (tmp_path / "in" / "Toy.item.json").write_text(json.dumps({f"B00{i}": {"title": f"item {i}"} for i in range(4)}))
+    p = local_params(tmp_path, name="Toy")
+    download(p.data, tmp_path / "raw")
+    stats = prepare(p, tmp_path / "raw", tmp_path / "out", log=lambda *_: None)
+    assert stats["items_without_text"] == 4
+    assert stats["item_ids_sample"] == ["0", "1", "2", "3"] and stats["metadata_ids_sample"][0] == "B000"
+    with pytest.raises(EmbedError, match=r"4 of 4 items \(100.0%\).*\['0', '1', '2', '3'\]; the metadata file's "
+                                         r"first ids are \['B000', 'B001', 'B002', 'B003'\]"):
+        embed_items(p, tmp_path / "out" / "items.parquet", tmp_path / "emb", log=lambda *_: None)

@@ -322,3 +322,35 @@ def test_train_rejects_bad_input(data):
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_plateau_stops_before_the_cap_and_keeps_the_fewest_collisions(data, monkeypatch):
+    z, _ = data
+
+    def restart(model, data, generator):  # a restart that moves every codebook after every epoch
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(1e-3)
+        return 1
+    monkeypatch.setattr("pipeline.tokenizers.rqvae.restart_dead_codes", restart)
+    train = {**TRAIN, "epochs": 400, "dead_code_restart": True}
+    model, history = train_rqvae(z, CONFIG, seed=0, patience=10, keep="collisions", **train)
+    assert len(history) < 400  # stopped on the plateau, not at the cap
+    best = min(history, key=lambda row: (row["collision_rate"], row["loss"]))
+    assert best["epoch"] < len(history) and best["codes_restarted"]
+    codes = model.encode_codes(torch.from_numpy(z)).numpy()
+    assert collision_stats(codes)["collision_rate"] == best["collision_rate"]
+    # the kept weights are that epoch's as its codes were measured, before its restart
+    rerun, _ = train_rqvae(z, CONFIG, seed=0, **{**train, "epochs": best["epoch"]})
+    assert all(torch.equal(a, b) for a, b in zip(state(model).values(), state(rerun).values()))
+    # no epoch of the last `patience` improved the collision rate or the loss (by 0.1 %)
+    before = history[:-10]
+    best_collisions, best_loss = min(r["collision_rate"] for r in before), min(r["loss"] for r in before)
+    assert all(r["collision_rate"] >= best_collisions and r["loss"] >= best_loss * (1 - 1e-3) for r in history[-10:])
+
+
+def test_no_patience_runs_every_epoch_and_keeps_the_last(data, trained):
+    z, _ = data
+    model, history = train_rqvae(z, CONFIG, seed=0, patience=0, keep="last", **TRAIN)
+    assert len(history) == TRAIN["epochs"]
+    assert all(torch.equal(a, b) for a, b in zip(state(model).values(), state(trained[0]).values()))

@@ -61,3 +61,23 @@ def test_embed_items_writes_one_row_per_item_in_id_order(tmp_path):
     enc = load_encoder(PACKAGED_MINILM, device="cpu")
     expected = encode(enc, texts["text"].to_list(), batch_size=8, normalize=False, progress=False)
     assert np.allclose(v, expected, atol=1e-5)  # row i is item i's text
+
+
+def test_a_catalogue_of_empty_texts_is_refused_naming_the_share_and_both_files_ids(tmp_path, monkeypatch):
+    """An items file keyed by other ids than the interactions gives every item an empty text: the embed stage
+    refuses it before loading the encoder, unless embed.max_empty_share allows it."""
+    items = pl.DataFrame({"item_id": [0, 1, 2, 3], "raw_item_id": ["u1", "u2", "u3", "u4"],
+                          "title": ["", "", "", "Pipette"]})
+    items.write_parquet(tmp_path / "items.parquet")
+    (tmp_path / "stats.json").write_text('{"item_ids_sample": ["u1", "u2"], "metadata_ids_sample": ["B01", "B02"]}')
+    loaded = []
+    monkeypatch.setattr("pipeline.tokenizers.embedding.load_encoder", lambda *a, **k: loaded.append(1) or None)
+    p = params_from_dict({"embed": {"device": "cpu"}})
+    with pytest.raises(EmbedError, match=r"3 of 4 items \(75.0%\) have an empty text, more than embed.max_empty_share "
+                                         r"= 0.05.*first item ids are \['u1', 'u2'\]; the metadata file's first ids "
+                                         r"are \['B01', 'B02'\]"):
+        embed_items(p, tmp_path / "items.parquet", tmp_path / "out", log=lambda *_: None)
+    assert not loaded and not (tmp_path / "out").exists()
+    allowed = params_from_dict({"embed": {"device": "cpu", "max_empty_share": 0.75}})
+    monkeypatch.setattr("pipeline.tokenizers.embedding.encode", lambda enc, texts, **k: np.zeros((len(texts), 4), np.float32))
+    assert embed_items(allowed, tmp_path / "items.parquet", tmp_path / "out", log=lambda *_: None)["empty_texts"] == 3

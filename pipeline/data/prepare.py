@@ -76,6 +76,9 @@ def prepare(params: Params, raw_dir: str | Path, out_dir: str | Path, log=print)
         f"{stats['interactions']:,} interactions (mean length {stats['mean_length']:.2f})")
     if n_without_text:
         log(f"warning: {n_without_text:,} of {items.height:,} items have no text; the embed stage will see empty text")
+        # what the embed stage's refusal shows: whether the two files use the same kind of ids
+        stats["item_ids_sample"] = items["raw_item_id"].head(5).to_list()
+        stats["metadata_ids_sample"] = [] if item_text is None else item_text["raw_item_id"].head(5).to_list()
     with atomic_dir(out_dir) as tmp:
         write_parquet(items, tmp / "items.parquet")
         write_parquet(seq.users.sort("user_id"), tmp / "users.parquet")

@@ -82,7 +82,8 @@ def _codes(path: Path, n_items: int) -> torch.Tensor:
 
 def read_codebooks(path: Path) -> torch.Tensor:
     if not path.exists():
-        raise MethodError(f"{path}: not found")
+        raise MethodError(f"{path}: not found; this model reads a tokenizer's codebooks (DECOR's fusion), and "
+                          "only an RQ-VAE or LETTER tokenizer has them (an external one brings IDs only)")
     return load_file(str(path))["codebooks"]
 
 

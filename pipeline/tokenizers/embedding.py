@@ -8,6 +8,7 @@ with every run. The default mirrors DECOR's framework (docs/data_sources.md): ea
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 from pathlib import Path
@@ -69,6 +70,25 @@ def item_texts(items: pl.DataFrame, fields: list[str], *, separator: str = " ", 
     return texts, present
 
 
+def check_empty_share(empty: int, items: pl.DataFrame, items_path: Path, limit: float) -> None:
+    """Refuse a catalogue whose share of empty texts exceeds ``limit`` (embed.max_empty_share), naming the first
+    ids of the interactions and of the metadata file (from the filter stage's stats.json beside the items)."""
+    if not items.height or empty / items.height <= limit:
+        return
+    stats_path = items_path.parent / "stats.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    interaction_ids = stats.get("item_ids_sample") or items["raw_item_id"].head(5).to_list()
+    metadata_ids = stats.get("metadata_ids_sample")
+    raise EmbedError(
+        f"{items_path}: {empty:,} of {items.height:,} items ({empty / items.height:.1%}) have an empty text, more than "
+        f"embed.max_empty_share = {limit:g}: their semantic IDs would mean nothing. The interactions' first item ids "
+        f"are {interaction_ids}"
+        + (f"; the metadata file's first ids are {metadata_ids}" if metadata_ids is not None else "; the source has "
+           "no metadata file") +
+        ". If the two files key items differently, fix the metadata file (docs/data.md, \"Your own data\"); "
+        "to train on these texts knowingly, raise embed.max_empty_share.")
+
+
 def load_encoder(model: str, device: str = "auto", max_seq_length: int = 0):
     """A SentenceTransformer for ``model``: the packaged offline MiniLM, a local directory, or a hub name."""
     from sentence_transformers import SentenceTransformer
@@ -120,6 +140,7 @@ def embed_items(params, items_path: str | Path, out_dir: str | Path, log=print) 
                              field_labels=tp.field_labels, field_end=tp.field_end, max_chars=tp.max_chars)
     empty = sum(1 for t in texts if not t)
     log(f"{len(texts):,} item texts from fields {used}; {empty:,} empty; e.g. {texts[0][:160]!r}")
+    check_empty_share(empty, items, Path(items_path), ep.max_empty_share)
     encoder = load_encoder(ep.model, ep.device, ep.max_seq_length)
     t0 = time.perf_counter()
     vectors = encode(encoder, texts, batch_size=ep.batch_size, normalize=ep.normalize)

@@ -36,6 +36,9 @@ def load_embeddings(path: str | Path) -> np.ndarray:
 def tokenizer_inputs(tp: RQVAETokenizer, tokenizer_dir, n_items: int) -> tuple[torch.nn.Module, torch.Tensor]:
     """A trained tokenizer and the item vectors it was trained on, for a method that trains it further
     (ETEGRec's warm start: the paper starts from a trained RQ-VAE)."""
+    if tp.model == "external":
+        raise ValueError(f"{tokenizer_dir}: an external tokenizer brings IDs only, no trained model to train "
+                         "further; name an RQ-VAE or LETTER tokenizer")
     z = load_embeddings(tp.inputs[0])
     if len(z) != n_items:
         raise ValueError(f"{tp.inputs[0]}: {len(z):,} item vectors for {n_items:,} items; re-run the stages "

@@ -377,7 +377,8 @@ def train_rqvae(embeddings: np.ndarray, config: RQVAEConfig, *, epochs: int, bat
                 lr: float = 1e-3, optimizer: str = "adamw", weight_decay: float = 1e-4, seed: int = 0,
                 device: str | torch.device = "cpu", dead_code_restart: bool = False,
                 on_epoch: Callable[[int, dict], None] | None = None,
-                progress: bool = True, regulariser: "Regulariser | None" = None) -> tuple[RQVAE, list[dict]]:
+                progress: bool = True, regulariser: "Regulariser | None" = None, patience: int = 0,
+                keep: str = "last", min_improvement: float = 1e-3) -> tuple[RQVAE, list[dict]]:
     """Train an RQ-VAE on (N, in_dim) float32 embeddings; return (model in eval mode, history).
 
     ``history[i]`` = {"epoch": i + 1, **metrics}; ``on_epoch(epoch, metrics)`` gets the same metrics
@@ -397,7 +398,18 @@ def train_rqvae(embeddings: np.ndarray, config: RQVAEConfig, *, epochs: int, bat
     ``regulariser``: extra loss terms on each batch (LETTER's, ``pipeline.tokenizers.letter``); without one the
     training is the plain RQ-VAE's, step for step. Its terms are logged as epoch means beside the others,
     and ``loss`` is then the whole objective.
+
+    Training to convergence (the reference implementations train 3k-20k epochs and keep the checkpoint of the
+    fewest collisions): ``epochs`` is then a cap, and with ``patience`` > 0 training stops once for ``patience``
+    epochs neither the collision rate fell nor the loss fell by more than ``min_improvement`` (relative) below
+    its best. ``keep``: "last" returns the final weights; "collisions" the weights of the epoch with the lowest
+    collision rate (ties: the lower loss), as they were when that epoch's codes were measured (before any
+    dead-code restart). The returned model's codes are then that epoch's logged ones.
     """
+    if keep not in KEEP_RULES:
+        raise ValueError(f"keep must be one of {KEEP_RULES}, got {keep!r}")
+    if patience < 0:
+        raise ValueError(f"patience must be >= 0, got {patience}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if epochs < 1 or batch_size < 1:
@@ -420,6 +432,8 @@ def train_rqvae(embeddings: np.ndarray, config: RQVAEConfig, *, epochs: int, bat
         opt = _make_optimizer(model, optimizer, lr, weight_decay, extra)
         balance = regulariser.sinkhorn if regulariser is not None else (0.0, 50)
         history: list[dict] = []
+        plateau = _Plateau(patience, min_improvement)
+        kept: tuple[tuple[float, float], dict[str, torch.Tensor]] | None = None  # ((collisions, loss), weights)
         needs_init = not bool(model.initialized)  # checked once: on CUDA every check is a sync
         bar = _progress(range(1, epochs + 1), progress)
         for epoch in bar:
@@ -452,7 +466,12 @@ def train_rqvae(embeddings: np.ndarray, config: RQVAEConfig, *, epochs: int, bat
                     f"(tokenizers.<name>.lr={lr}) or check the embeddings' scale")
             codes = model.encode_codes(data).numpy()
             metrics.update(_epoch_code_metrics(codes, config.codebook_size))
-            if dead_code_restart and epoch < epochs:  # never after the last epoch: the result is what was logged
+            score = (metrics["collision_rate"], metrics["loss"])
+            if keep == "collisions" and (kept is None or score < kept[0]):
+                kept = (score, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            stop = plateau.stop(*score)
+            # never after the last epoch: the result is what was logged
+            if dead_code_restart and epoch < epochs and not stop:
                 metrics["codes_restarted"] = float(restart_dead_codes(model, data, gen))
             history.append({"epoch": epoch, **metrics})
             if on_epoch is not None:
@@ -460,7 +479,29 @@ def train_rqvae(embeddings: np.ndarray, config: RQVAEConfig, *, epochs: int, bat
             if progress:
                 bar.set_postfix(loss=f"{metrics['loss']:.4g}", util_l1=f"{metrics['util_l1']:.2f}",
                                 coll=f"{metrics['collision_rate']:.3f}")
+            if stop:
+                break
+        if kept is not None:
+            model.load_state_dict(kept[1])
     return model.eval(), history
+
+
+KEEP_RULES = ("last", "collisions")
+
+
+class _Plateau:
+    """The stopping rule of :func:`train_rqvae`: True once ``patience`` epochs passed without a lower collision
+    rate or a loss lower than its best by more than ``min_improvement`` (relative); never with patience 0."""
+
+    def __init__(self, patience: int, min_improvement: float):
+        self.patience, self.min_improvement = patience, min_improvement
+        self.best_collisions, self.best_loss, self.waited = math.inf, math.inf, 0
+
+    def stop(self, collisions: float, loss: float) -> bool:
+        improved = collisions < self.best_collisions or loss < self.best_loss - self.min_improvement * abs(self.best_loss)
+        self.best_collisions, self.best_loss = min(self.best_collisions, collisions), min(self.best_loss, loss)
+        self.waited = 0 if improved else self.waited + 1
+        return self.patience > 0 and self.waited >= self.patience
 
 
 class Regulariser:

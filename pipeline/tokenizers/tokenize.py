@@ -1,21 +1,33 @@
 """Tokenizers: item vectors -> a trained tokenizer -> unique semantic IDs (the logic of `tokenize@<t>` and
-`semantic_ids@<t>`), for every kind a ``tokenizers.<t>`` block's ``model`` names: the RQ-VAE (TIGER §3.1)
-and LETTER (the RQ-VAE with LETTER's regularisers, ``pipeline.tokenizers.letter``)."""
+`semantic_ids@<t>`), for every kind a ``tokenizers.<t>`` block's ``model`` names: the RQ-VAE (TIGER §3.1),
+LETTER (the RQ-VAE with LETTER's regularisers, ``pipeline.tokenizers.letter``) and IDs a user brings
+(``pipeline.tokenizers.external``)."""
 from __future__ import annotations
 
 import csv
+import json
+from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
 from safetensors.torch import save_file
 
-from pipeline.config import LetterTokenizer, RQVAETokenizer
-from pipeline.io import atomic_dir, atomic_path, write_json
+from pipeline.config import ExternalTokenizer, LetterTokenizer, RQVAETokenizer, TokenizerParams
+from pipeline.io import atomic_dir, atomic_path, sha256_file, write_json
 from pipeline.runtime.devices import resolve_device
+from pipeline.tokenizers.external import CODES_FILE, read_codes, read_external_codes, write_codes
 from pipeline.tokenizers.item_vectors import load_embeddings
 from pipeline.tokenizers.letter import LetterRegulariser, neighbour_code_agreement
 from pipeline.tokenizers.rqvae import RQVAEConfig, load_rqvae, save_rqvae, train_rqvae
-from pipeline.tokenizers.semantic_ids import assert_unique, assign_collision_tokens, semantic_id_stats, write_id_table
+from pipeline.tokenizers.semantic_ids import (
+    assert_unique,
+    assign_collision_tokens,
+    codebook_utilisation,
+    collision_stats,
+    semantic_id_stats,
+    write_id_table,
+)
 
 
 def rqvae_config(tp: RQVAETokenizer, in_dim: int) -> RQVAEConfig:
@@ -23,12 +35,17 @@ def rqvae_config(tp: RQVAETokenizer, in_dim: int) -> RQVAEConfig:
                        codebook_size=tp.codebook_size, beta=tp.beta, recon_reduction=tp.recon_reduction)
 
 
-def tokenize(tp: RQVAETokenizer, seed: int, out_dir, curve_path, log=print, on_epoch=None) -> dict:
-    """Train the RQ-VAE on ``tp.inputs[0]``; write the checkpoint (safetensors + JSON) and the per-epoch curve."""
+def tokenize(tp: TokenizerParams, seed: int, out_dir, curve_path, log=print, on_epoch=None) -> dict:
+    """Train the RQ-VAE on ``tp.inputs[0]``; write the checkpoint (safetensors + JSON) and the per-epoch curve.
+    An external block instead checks the codes it brings and stores them (:func:`import_codes`)."""
+    if isinstance(tp, ExternalTokenizer):
+        return import_codes(tp, out_dir, curve_path, log)
     z = load_embeddings(tp.inputs[0])
     config = rqvae_config(tp, z.shape[1])
     log(f"RQ-VAE on {z.shape[0]:,} items x {z.shape[1]}: L={tp.levels}, K={tp.codebook_size}, e={tp.code_dim}, "
-        f"{tp.epochs} epochs, recon reduction {tp.recon_reduction}")
+        f"{'at most ' if tp.patience else ''}{tp.epochs} epochs"
+        f"{f' (stop after {tp.patience} without progress)' if tp.patience else ''}, keep the "
+        f"{'fewest collisions' if tp.keep == 'collisions' else 'last epoch'}, recon reduction {tp.recon_reduction}")
     regulariser = letter_regulariser(tp, z, seed, log)
     history: list[dict] = []
 
@@ -39,16 +56,49 @@ def tokenize(tp: RQVAETokenizer, seed: int, out_dir, curve_path, log=print, on_e
 
     model, _ = train_rqvae(z, config, epochs=tp.epochs, batch_size=tp.batch_size, lr=tp.lr, optimizer=tp.optimizer,
                            weight_decay=tp.weight_decay, seed=seed, device=resolve_device(tp.device),
-                           on_epoch=epoch_done, dead_code_restart=tp.dead_code_restart, regulariser=regulariser)
+                           on_epoch=epoch_done, dead_code_restart=tp.dead_code_restart, regulariser=regulariser,
+                           patience=tp.patience, keep=tp.keep)
     with atomic_dir(out_dir) as tmp:
         save_rqvae(model, config, tmp)
-    with atomic_path(curve_path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
-        writer.writeheader()
-        writer.writerows(history)
-    final = history[-1]
-    log("final: " + ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k != "epoch"))
+    write_curve(history, curve_path)
+    final = kept_epoch(history, tp.keep)
+    final = {**final, "epochs_run": history[-1]["epoch"]}
+    log(f"kept epoch {final['epoch']} of {final['epochs_run']}: "
+        + ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k not in ("epoch", "epochs_run")))
     return final
+
+
+def write_curve(rows: list[dict], path) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def import_codes(tp: ExternalTokenizer, out_dir, curve_path, log=print) -> dict:
+    """``tokenize@<t>`` of an external block: the file's codes for the catalogue, checked, into ``out_dir``;
+    the metrics (and the one-row curve) give their utilisation and collisions."""
+    source, items_path = Path(tp.inputs[0]), Path(tp.inputs[-1])
+    codes, K, facts = read_external_codes(source, pl.read_parquet(items_path), fmt=tp.format, key=tp.key,
+                                          codebook_size=tp.codebook_size)
+    stats = {"items": len(codes), "levels": codes.shape[1], "codebook_size": K, **facts,
+             **{f"util_l{level + 1}": u for level, u in enumerate(codebook_utilisation(codes, K))},
+             **collision_stats(codes)}
+    log(f"{source}: codes of {len(codes):,} items ({facts['ignored_items']:,} of the file's items are not in the "
+        f"catalogue), {codes.shape[1]} levels of {K} codes, collision rate {stats['collision_rate']:.4f}")
+    with atomic_dir(out_dir) as tmp:
+        write_codes(codes, tmp / CODES_FILE)
+        write_json({"model": "external", "source": str(source), "sha256": sha256_file(source), "format": facts["format"],
+                    "key": tp.key, "codebook_size": K, "levels": codes.shape[1]}, tmp / "config.json")
+    write_curve([{"epoch": 0, **{k: v for k, v in stats.items() if isinstance(v, (int, float))}}], curve_path)
+    return stats
+
+
+def kept_epoch(history: list[dict], keep: str) -> dict:
+    """The logged row of the epoch whose weights ``train_rqvae`` returned (its ``keep`` rule)."""
+    if keep == "last":
+        return history[-1]
+    return min(history, key=lambda row: (row["collision_rate"], row["loss"]))  # the first of equals, as it keeps
 
 
 def letter_regulariser(tp: RQVAETokenizer, z: np.ndarray, seed: int, log=print):
@@ -73,12 +123,18 @@ def letter_regulariser(tp: RQVAETokenizer, z: np.ndarray, seed: int, log=print):
                              sinkhorn_iters=tp.sinkhorn_iters, seed=seed)
 
 
-def semantic_ids(tp: RQVAETokenizer, tokenizer_dir, out_dir, log=print) -> dict:
-    """Assign codes, add the collision token, check uniqueness; write ids + codebooks + stats."""
-    z = load_embeddings(tp.inputs[0])
-    model = load_rqvae(tokenizer_dir)
-    codes = model.encode_codes(torch.from_numpy(z)).cpu().numpy()
-    K = model.config.codebook_size
+def semantic_ids(tp: TokenizerParams, tokenizer_dir, out_dir, log=print) -> dict:
+    """Assign codes, add the collision token, check uniqueness; write ids + codebooks + stats (an external
+    block: its stored codes, and no codebooks)."""
+    model = None
+    if isinstance(tp, ExternalTokenizer):
+        codes = read_codes(Path(tokenizer_dir) / CODES_FILE)
+        K = int(json.loads((Path(tokenizer_dir) / "config.json").read_text())["codebook_size"])
+    else:
+        z = load_embeddings(tp.inputs[0])
+        model = load_rqvae(tokenizer_dir)
+        codes = model.encode_codes(torch.from_numpy(z)).cpu().numpy()
+        K = model.config.codebook_size
     ids = assign_collision_tokens(codes, K)
     assert_unique(ids)
     stats = semantic_id_stats(codes, ids, K)
@@ -91,6 +147,8 @@ def semantic_ids(tp: RQVAETokenizer, tokenizer_dir, out_dir, log=print) -> dict:
         write_id_table(ids, tmp / "ids.parquet")
         write_json({"codebook_size": K, "levels": L, "depth": L + 1}, tmp / "meta.json")
         # (L, K, e) codebooks for DECOR's semantic embedding table (docs/method_reference.md §5).
-        save_file({"codebooks": model.codebook_tensor().detach().cpu().contiguous()}, str(tmp / "codebooks.safetensors"))
+        if model is not None:
+            save_file({"codebooks": model.codebook_tensor().detach().cpu().contiguous()},
+                      str(tmp / "codebooks.safetensors"))
     log(", ".join(f"{k} {v}" for k, v in stats.items()))
     return stats
