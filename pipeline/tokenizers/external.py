@@ -144,8 +144,3 @@ def write_codes(codes: np.ndarray, path: Path) -> None:
     write_parquet(pl.DataFrame({"item_id": np.arange(len(codes), dtype=np.int32),
                                 **{f"c{level + 1}": codes[:, level].astype(np.int32)
                                    for level in range(codes.shape[1])}}), path)
-
-
-def read_codes(path: Path) -> np.ndarray:
-    table = pl.read_parquet(path).sort("item_id")
-    return np.stack([table[c].to_numpy() for c in table.columns if c != "item_id"], axis=1).astype(np.int64)

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from pipeline.config import ExternalTokenizer, LetterTokenizer, RQVAETokenizer, TokenizerParams
 from pipeline.io import atomic_dir, atomic_path, sha256_file, write_json
 from pipeline.runtime.devices import resolve_device
-from pipeline.tokenizers.external import CODES_FILE, read_codes, read_external_codes, write_codes
+from pipeline.tokenizers.external import CODES_FILE, read_external_codes, write_codes
 from pipeline.tokenizers.item_vectors import load_embeddings
 from pipeline.tokenizers.letter import LetterRegulariser, neighbour_code_agreement
 from pipeline.tokenizers.rqvae import RQVAEConfig, load_rqvae, save_rqvae, train_rqvae
@@ -25,6 +25,7 @@ from pipeline.tokenizers.semantic_ids import (
     assign_collision_tokens,
     codebook_utilisation,
     collision_stats,
+    read_id_table,
     semantic_id_stats,
     write_id_table,
 )
@@ -128,7 +129,7 @@ def semantic_ids(tp: TokenizerParams, tokenizer_dir, out_dir, log=print) -> dict
     block: its stored codes, and no codebooks)."""
     model = None
     if isinstance(tp, ExternalTokenizer):
-        codes = read_codes(Path(tokenizer_dir) / CODES_FILE)
+        codes = read_id_table(Path(tokenizer_dir) / CODES_FILE)  # the same item -> columns layout, checked
         K = int(json.loads((Path(tokenizer_dir) / "config.json").read_text())["codebook_size"])
     else:
         z = load_embeddings(tp.inputs[0])
