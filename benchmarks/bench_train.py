@@ -205,7 +205,7 @@ def main() -> None:
 
         def make():
             torch.manual_seed(0)
-            return build(block.model, backbone, inputs, params.filter.max_history, f"methods.{args.method}")
+            return build(block.model, backbone, inputs, params.method_history(args.method), f"methods.{args.method}")
         name = f"methods.{args.method} ({block.model}{', paper size' if args.paper_size else ''})"
     else:
         def make():

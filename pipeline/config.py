@@ -250,6 +250,10 @@ class MethodParams(_Strict):
     # This method's own training seed (default: the top-level seed), so that a seed study re-runs only the
     # method (`dvc exp run -S methods.tiger.seed=1`) and not the tokenizer upstream.
     seed: int | None = Field(None, ge=0)  # numpy's generators refuse negative seeds
+    # History items this method's samples read (the most recent ones): default filter.max_history, which is also
+    # the most it can read (the filter stage keeps no more). The papers differ: 20 for TIGER, DECOR, DiscRec and
+    # LETTER, 50 for ETEGRec (its §5.1); with filter.max_history 50, the 20-item methods set max_history: 20.
+    max_history: int | None = Field(None, ge=1)
 
     @property
     def tokenizer(self) -> str | None:
@@ -303,6 +307,10 @@ class Params(_Strict):
                     if t is not None and t not in self.tokenizers:
                         raise ValueError(f"{section}.{name}.inputs: {path} is the IDs of tokenizer {t!r}, which has "
                                          f"no block in tokenizers (defined: {sorted(self.tokenizers)})")
+                if block.max_history is not None and block.max_history > self.filter.max_history:
+                    raise ValueError(f"{section}.{name}.max_history: {block.max_history} items, but the filter stage "
+                                     f"keeps {self.filter.max_history} (filter.max_history); raise that to "
+                                     f"{block.max_history} or lower this")
         return self
 
     def method(self, name: str) -> MethodParams:
@@ -317,6 +325,11 @@ class Params(_Strict):
         if name not in self.tokenizers:
             raise ParamsError(f"params.yaml: no block tokenizers.{name}; defined: {sorted(self.tokenizers)}")
         return self.tokenizers[name]
+
+    def method_history(self, name: str) -> int:
+        """How many of the most recent history items method ``name`` reads."""
+        history = self.method(name).max_history
+        return self.filter.max_history if history is None else history
 
     def method_seed(self, name: str) -> int:
         seed = self.method(name).seed

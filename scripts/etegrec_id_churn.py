@@ -1,12 +1,18 @@
-"""How many item IDs one ETEGRec tokenizer epoch moves, per tokenizer learning rate.
+"""How many item IDs one ETEGRec tokenizer epoch moves, per setting, with its controls.
 
-Builds the `etegrec` block on the current `data/` (the RQ-VAE and IDs `dvc repro` left there), trains its
+Builds the `etegrec` block on a workspace's `data/` (the RQ-VAE and IDs `dvc repro` left there), trains its
 tokenizer for one epoch of the block's schedule with the alignment terms off (their weights, 3e-4 and 1e-4,
 are small beside the quantisation loss), re-derives every item's ID and prints the share that changed,
-overall and per level. It separates what the tokenizer's own loss does to the IDs from what the alignment
-adds.
+overall and per level. Each `--variant` is a name and block-relative overrides; the controls that make the
+measurement readable:
 
-    python scripts/etegrec_id_churn.py --lrs 1e-4 5e-5 1e-6 --set train.epochs=6 --set train.samples_per_epoch=32768
+- `lr0:backbone.tokenizer_lr=0`: nothing moves, so 0 % must change (else the re-derivation itself differs
+  from the IDs the run started from);
+- `backbone.tokenizer_precision=train` against `fp32`: bf16 autocast in the tokenizer's forward pass;
+- `backbone.codebook_weight_decay=0.05` against `0`: AdamW decay on the codebooks.
+
+    python scripts/etegrec_id_churn.py --workspace /path/to/ws --set train.epochs=6 \
+        --variant lr0:backbone.tokenizer_lr=0 --variant paper:backbone.tokenizer_lr=1e-4
 """
 from __future__ import annotations
 
@@ -25,11 +31,20 @@ os.environ.setdefault("GENREC_ORCHESTRATOR", "none")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--method", default="etegrec")
-    ap.add_argument("--lrs", nargs="+", type=float, required=True, help="tokenizer learning rates to try")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="block-relative overrides")
+    ap.add_argument("--workspace", type=Path, default=REPO, help="a directory with params.yaml and data/")
+    ap.add_argument("--variant", action="append", required=True, metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                    help="a named setting: block-relative overrides (repeat the option for more)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="block-relative overrides for every variant")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    os.chdir(REPO)
+    variants = []
+    for spec in args.variant:
+        name, sep, assignments = spec.partition(":")
+        if not sep or not name:
+            raise SystemExit(f"--variant {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE]")
+        variants.append((name, [a for a in assignments.split(",") if a]))
+    os.chdir(args.workspace)
 
     import torch
 
@@ -41,13 +56,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     splits = load_splits(paths.SEQUENCES_DIR)
-    print("| tokenizer lr | SQ loss | IDs changed | level 1 | level 2 | level 3 |\n| --- | --- | --- | --- | --- | --- |")
-    for lr in args.lrs:
+    print("| setting | overrides | SQ loss | IDs changed | level 1 | level 2 | level 3 |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |")
+    for name, assignments in variants:
         raw = yaml.safe_load(Path("params.yaml").read_text())
         section = "methods" if args.method in (raw.get("methods") or {}) else "more_methods"
         block = raw[section][args.method]
-        for assignment in [*args.set, "backbone.sia_weight=0.0", "backbone.psa_weight=0.0",
-                           "backbone.freeze_below=0.0", f"backbone.tokenizer_lr={lr}"]:
+        for assignment in ["backbone.sia_weight=0.0", "backbone.psa_weight=0.0", "backbone.freeze_below=0.0",
+                           *args.set, *assignments]:
             set_dotted(block, assignment)
         params = params_from_dict(raw)
         seed = params.method_seed(args.method)
@@ -61,8 +77,8 @@ def main() -> None:
         loss = trainer.train_epoch(phase)
         s = model.refresh_ids()
         levels = sorted(k for k in s if k.startswith("ids_changed_l"))
-        print(f"| {lr:g} | {loss:.4f} | {s['ids_changed']:.1%} | " + " | ".join(f"{s[k]:.1%}" for k in levels) + " |",
-              flush=True)
+        print(f"| {name} | {', '.join(assignments) or '(block)'} | {loss:.4f} | {s['ids_changed']:.1%} | "
+              + " | ".join(f"{s[k]:.1%}" for k in levels) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -44,12 +44,56 @@ def test_without_alignment_and_with_a_frozen_tokenizer_etegrec_trains_exactly_as
     # the same losses bit for bit (dropout on: the same random draws too), the same validation
     assert [r["train_loss"] for r in ete_history] == [r["train_loss"] for r in tiger_history]
     assert [r["valid_ndcg@10"] for r in ete_history] == [r["valid_ndcg@10"] for r in tiger_history]
-    assert all(r["ids_changed"] == 0 for r in ete_history if "ids_changed" in r)
+    assert not any("ids_changed" in r for r in ete_history)  # frozen from the start: never re-derived
     tiger_w, ete_w = (load_file(str(paths.model_dir(m) / "best.safetensors")) for m in ("tiger", "etegrec"))
     assert all(torch.equal(tiger_w[k], ete_w[k]) for k in tiger_w)
     # the tokenizer it started from, untouched
     start = load_rqvae(paths.tokenizer_dir("rq")).state_dict()
     assert all(torch.equal(start[k], ete_w[f"tokenizer.{k}"]) for k in start)
+
+
+def test_an_untouched_tokenizer_re_derives_exactly_the_ids_it_started_from(workspace):
+    """The semantic_ids stage and ETEGRec's re-derivation are one function of one tokenizer: before any
+    training they agree on every item, so a change after a tokenizer epoch is the epoch's doing."""
+    params = setup(workspace, {"etegrec": etegrec_block()})
+    model, _ = build_method(params, "etegrec")
+    start = read_id_table(paths.semantic_ids_dir("rq") / "ids.parquet")
+    assert np.array_equal(model.ids.numpy(), start)
+    assert np.array_equal(model.derive_ids(), start)
+    assert model.refresh_ids()["ids_changed"] == 0.0
+
+
+def test_at_tokenizer_lr_0_a_tokenizer_epoch_moves_no_weight_and_no_id(workspace):
+    """The control of the churn measurement: with the tokenizer's learning rate 0 (weight decay on, codebooks
+    included) a real tokenizer epoch of the trainer changes 0 % of the IDs."""
+    block = etegrec_block({"epochs": 2, "lr": 0.01, "weight_decay": 0.05}, tokenizer_lr=0.0,
+                          codebook_weight_decay=0.05, freeze_below=0.0, tokenizer_precision="train")
+    params = setup(workspace, {"etegrec": block})
+    _, history = train_method(params, "etegrec", paths.model_dir("etegrec"), log=quiet)
+    assert history[0]["phase"] == "tokenizer" and history[0]["ids_changed"] == 0.0
+    start = load_rqvae(paths.tokenizer_dir("rq")).state_dict()
+    trained = load_file(str(paths.model_dir("etegrec") / "last" / "model.safetensors"))
+    assert all(torch.equal(start[k], trained[f"tokenizer.{k}"]) for k in start)
+
+
+def test_the_codebook_decay_and_the_tokenizer_precision_are_what_the_block_says(workspace):
+    from pipeline.data.splits import load_splits
+    from pipeline.training.trainer import Trainer
+
+    params = setup(workspace, {"etegrec": etegrec_block({"weight_decay": 0.05}, codebook_weight_decay=0.01)})
+    model, _ = build_method(params, "etegrec")
+    splits = load_splits(paths.SEQUENCES_DIR)
+    trainer = Trainer(model, splits["train"], splits["valid"], params.method("etegrec").train, "out", seed=0,
+                      device="cpu", log=quiet)
+    group = next(g for g in trainer.optimizer.param_groups if any(p is model.tokenizer.codebooks for p in g["params"]))
+    assert group["weight_decay"] == 0.01 and group["params"] == [model.tokenizer.codebooks]
+    others = [g for g in trainer.optimizer.param_groups if any(p is model.tokenizer.encoder[0].weight for p in g["params"])]
+    assert others[0]["weight_decay"] == 0.05  # the rest of the tokenizer: the paper's 0.05
+    vectors = model.item_vectors[:4]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model._quantise(vectors)["r"].dtype == torch.float32  # fp32 (the block's default)
+        model.config.tokenizer_precision = "train"
+        assert model._quantise(vectors)["r"].dtype == torch.bfloat16
 
 
 def check_ids_after_each_tokenizer_epoch(model: Etegrec, valid, seen: list):

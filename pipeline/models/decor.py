@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models.base import READS_CODEBOOKS, READS_SEMANTIC_IDS, EpochSums, ModelInputs
-from pipeline.models.tiger.model import BOS, FIRST_CODE, Tiger, TigerConfig, token_loss
+from pipeline.models.tiger.model import BOS, FIRST_CODE, Tiger, TigerConfig
 from pipeline.models.tiger.t5 import encode
 
 
@@ -245,7 +245,7 @@ class Decor(Tiger):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits, batch = self._forward(batch)
-        loss = token_loss(logits, batch["labels"])
+        loss = self.generation_loss(logits, batch["labels"])
         if self.config.diversity_weight and self.config.composition:
             _, weights = self.composition_weights(batch["context"])  # (B, levels, K): cheap beside the T5
             loss = loss - self.config.diversity_weight * user_code_information(weights.float()).mean()

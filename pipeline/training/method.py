@@ -46,7 +46,7 @@ def build_method(params: Params, method: str, seq_dir: Path = paths.SEQUENCES_DI
         except (FileNotFoundError, ValueError) as exc:
             raise MethodError(f"{where}: {exc}") from None
     try:
-        return build(block.model, block.backbone, data, params.filter.max_history, where), data
+        return build(block.model, block.backbone, data, params.method_history(method), where), data
     except ValueError as exc:  # the semantic IDs themselves cannot drive the constrained decoder
         if isinstance(exc, MethodError):
             raise
@@ -77,7 +77,7 @@ def train_method(params: Params, method: str, out_dir: str | Path, log=print, on
     inputs = [seq_dir] + [Path(p) for p in block.inputs if Path(p) != seq_dir]
     trainer = Trainer(model, splits["train"], splits["valid"], block.train, out_dir, seed=seed, device=block.device,
                       log=log, on_epoch=on_epoch,
-                      fingerprint=fingerprint(block.model_dump(), seed, params.filter.max_history, params.cpu_threads,
+                      fingerprint=fingerprint(block.model_dump(), seed, params.method_history(method), params.cpu_threads,
                                               training_code_digest(block.model), *inputs))
     summary = trainer.fit()
     if not main:

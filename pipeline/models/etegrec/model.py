@@ -37,12 +37,14 @@ from torch import nn
 from pipeline.models.base import READS_SEMANTIC_IDS, READS_TOKENIZER, EpochSums, ModelInputs, Phase
 from pipeline.models.etegrec.alignment import code_logits, symmetric_info_nce, symmetric_kl
 from pipeline.models.folder import load_model
-from pipeline.models.tiger.model import Tiger, TigerConfig, code_tokens, token_loss
+from pipeline.models.tiger.model import Tiger, TigerConfig, code_tokens
 from pipeline.tokenizers.rqvae import RQVAE, RQVAEConfig
 from pipeline.tokenizers.semantic_ids import SemanticIdError, assert_unique, assign_collision_tokens, semantic_id_stats
 
 SIA_SIGNS = {"paper": -1.0, "official": 1.0}
 TOKENIZER_PREFIX = "tokenizer."
+CODEBOOKS = TOKENIZER_PREFIX + "codebooks"
+TOKENIZER_PRECISIONS = ("fp32", "train")
 
 
 @dataclass
@@ -56,8 +58,17 @@ class EtegrecConfig(TigerConfig):
     cycle_epochs: int = 2  # C: paper §5.5 tunes C in {2, 4}
     tokenizer_cycles: int = 3  # cycles with a tokenizer epoch before it is frozen (paper: "until it converges")
     freeze_below: float = 0.01  # ...or earlier, once a re-derivation changes fewer than this share of IDs
-    tokenizer_lr: float = 1e-4  # paper §5.5 tunes it in {5e-4, 1e-4, 5e-5}; the recommender's is train.lr
+    # paper §5.5 tunes it in {5e-4, 1e-4, 5e-5}; the recommender's is train.lr. 0 = the tokenizer never moves
+    # (the control of the ID-churn measurement: its re-derived IDs must be the input IDs)
+    tokenizer_lr: float = 1e-4
     tokenizer_weight_decay: float = 0.05  # paper §5.5: AdamW, weight decay 0.05 for the whole framework
+    # The codebooks' weight decay. The paper's "0.05 for the whole framework" (§5.5) may or may not include
+    # them; the RQ-VAE stage exempts them (decay pulls every code towards 0, and the nearest code of an item
+    # with it). CODEBOOK_DECAY_CHOICE below says which was chosen and why.
+    codebook_weight_decay: float = 0.0
+    # Precision of the tokenizer's forward pass in tokenizer and joint epochs: fp32 = autocast off there, as
+    # the IDs are re-derived (in float32); train = the train block's precision (bf16 autocast on this CPU)
+    tokenizer_precision: str = "fp32"
     alternating: bool = True  # false: joint updates every step (Table 4, "w/o AO")
     end_to_end: bool = True  # false: the tokenizer stays frozen from the start (Table 4, "w/o ETE")
 
@@ -68,8 +79,14 @@ class EtegrecConfig(TigerConfig):
         for name in ("sia_weight", "psa_weight", "tokenizer_weight_decay", "freeze_below"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.temperature > 0 or not self.tokenizer_lr > 0:
-            raise ValueError(f"temperature and tokenizer_lr must be > 0, got {self.temperature}, {self.tokenizer_lr}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("tokenizer_lr", "codebook_weight_decay"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.tokenizer_precision not in TOKENIZER_PRECISIONS:
+            raise ValueError(f"tokenizer_precision must be one of {TOKENIZER_PRECISIONS}, "
+                             f"got {self.tokenizer_precision!r}")
         if self.cycle_epochs < 2 or self.tokenizer_cycles < 0:
             raise ValueError(f"cycle_epochs must be >= 2 (one tokenizer epoch, then recommender epochs) and "
                              f"tokenizer_cycles >= 0, got {self.cycle_epochs}, {self.tokenizer_cycles}")
@@ -180,6 +197,8 @@ class Etegrec(Tiger):
         return scheduled
 
     def optimizer_settings(self, name: str, lr: float, weight_decay: float) -> tuple[float, float]:
+        if name == CODEBOOKS:
+            return self.config.tokenizer_lr, self.config.codebook_weight_decay
         if is_tokenizer(name):
             return self.config.tokenizer_lr, self.config.tokenizer_weight_decay if weight_decay > 0 else 0.0
         return lr, weight_decay
@@ -258,11 +277,18 @@ class Etegrec(Tiger):
     def _aligned(self) -> bool:
         return self.config.sia_weight > 0 or self.config.psa_weight > 0
 
+    def _quantise(self, vectors: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The tokenizer's forward pass of a tokenizer or joint epoch, in ``tokenizer_precision``."""
+        if self.config.tokenizer_precision == "train":  # whatever autocast the trainer opened
+            return self.tokenizer(vectors)
+        with torch.autocast(vectors.device.type, enabled=False):
+            return self.tokenizer(vectors.float())
+
     # ----- the losses of the phases ---------------------------------------------------------------
     def recommender_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """L_GR = L_REC + mu L_SIA + lambda L_PSA (paper §4.2.4); the tokenizer is frozen in this phase."""
         logits, encoded, decoded = self._forward(batch)
-        rec = token_loss(logits, batch["labels"])
+        rec = self.generation_loss(logits, batch["labels"])
         terms = self._alignment(batch, encoded, decoded, self.item_vectors[batch["target"]], None) \
             if self._aligned() else {}
         self._record(len(logits), rec=rec, **terms)
@@ -274,7 +300,7 @@ class Etegrec(Tiger):
         """L_IT = L_SQ + mu L_SIA + lambda L_PSA on the batch's target items (paper §4.2.4); the recommender is
         frozen, so its forward pass keeps no graph."""
         vectors = self.item_vectors[batch["target"]]
-        quantised = self.tokenizer(vectors)
+        quantised = self._quantise(vectors)
         terms = {}
         if self._aligned():
             with torch.no_grad():
@@ -287,9 +313,9 @@ class Etegrec(Tiger):
         """Table 4's "w/o alternating optimisation": both parts updated every step on
         L_REC + L_SQ + mu L_SIA + lambda L_PSA."""
         vectors = self.item_vectors[batch["target"]]
-        quantised = self.tokenizer(vectors)
+        quantised = self._quantise(vectors)
         logits, encoded, decoded = self._forward(batch)
-        rec = token_loss(logits, batch["labels"])
+        rec = self.generation_loss(logits, batch["labels"])
         terms = self._alignment(batch, encoded, decoded, vectors, quantised["z_hat"]) if self._aligned() else {}
         self._record(len(vectors), rec=rec, sq=quantised["loss"], **terms)
         return rec + quantised["loss"] + self._weighted(terms)

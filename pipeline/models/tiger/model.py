@@ -29,9 +29,16 @@ def decoder_input_ids(labels: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.full_like(labels[:, :1], BOS), labels[:, :-1]], dim=1)
 
 
-def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over every code position, in float32 whatever the autocast."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1))
+def token_loss(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Cross-entropy over every code position, in float32 whatever the autocast.
+
+    ``temperature`` != 1: LETTER's ranking-guided generation loss (Wang et al., CIKM 2024, §3.3), the same
+    cross-entropy on ``logits / temperature``; below 1 it weights the hard negatives (the codes scored close to
+    the target) more. At 1 it is the plain loss, bit for bit (no division happens)."""
+    logits = logits.reshape(-1, logits.shape[-1]).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    return F.cross_entropy(logits, labels.reshape(-1))
 
 
 @dataclass
@@ -59,6 +66,14 @@ class TigerConfig(ModelConfig):
     d_ff: int = 1024
     dropout: float = 0.1
     feed_forward_proj: str = "relu"
+    # LETTER's ranking-guided generation loss (LETTER paper §3.3): the training cross-entropy on logits / tau.
+    # 1 = TIGER's loss exactly. The LETTER paper reports tau below 1 helping; its released training scripts
+    # run 1.0 (HonghuiBao2000/LETTER, LETTER-TIGER/run_train.sh); DiscRec's code trains with plain cross-entropy.
+    loss_temperature: float = 1.0
+    # Beams of the constrained search. 0 = the list length asked for (evaluate.beam_size, train.beam_size);
+    # wider = search that many beams and keep the best list-length of them, so every method's metrics still
+    # rank the same number of items (DECOR decodes with 50 beams, DECOR paper appendix).
+    beam_width: int = 0
 
     def __post_init__(self):
         # Checked here, before a stage writes anything: a size of 0 or a dropout of 1.5 would otherwise fail
@@ -70,6 +85,10 @@ class TigerConfig(ModelConfig):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.loss_temperature > 0:
+            raise ValueError(f"loss_temperature must be > 0 (1 = plain cross-entropy), got {self.loss_temperature}")
+        if isinstance(self.beam_width, bool) or not isinstance(self.beam_width, int) or self.beam_width < 0:
+            raise ValueError(f"beam_width must be an integer >= 0 (0 = the list length), got {self.beam_width!r}")
 
     @property
     def vocab_size(self) -> int:
@@ -172,8 +191,12 @@ class Tiger(Recommender):
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.teacher_forced(batch).logits
 
+    def generation_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The generation loss of every model built on TIGER: cross-entropy, LETTER's at loss_temperature."""
+        return token_loss(logits, labels, self.config.loss_temperature)
+
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return token_loss(self.logits(batch), batch["labels"])
+        return self.generation_loss(self.logits(batch), batch["labels"])
 
     # ----- inference ------------------------------------------------------------------------------
     def prefix_index(self) -> PrefixIndex:
@@ -183,8 +206,9 @@ class Tiger(Recommender):
 
     @torch.no_grad()
     def rank(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
-        items, _ = self.beam_search(batch, beam_size=k)
-        return items
+        """The best ``k`` items of a search of ``max(k, beam_width)`` beams (its results come best first)."""
+        items, _ = self.beam_search(batch, beam_size=max(k, self.config.beam_width))
+        return items[:, :k]
 
     @torch.inference_mode()
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
