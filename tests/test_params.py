@@ -72,10 +72,13 @@ def test_the_ablation_rows_are_decors_block_with_their_switches_only():
     assert len({m.train for m in generative}) == 1  # one budget for every generative row
     assert params.method("tiger_e32").tokenizer == "rqvae_e32" and params.tokenizers["rqvae_e32"].code_dim == 32
     assert params.tokenizers["rqvae_e32"].model_copy(update={"code_dim": 128}) == params.tokenizers["rqvae"]
-    # LETTER is the RQ-VAE plus its regularisers (and its second input), and DiscRec's rows differ in their switch
+    # LETTER is the RQ-VAE in LETTER's shape (4 levels, e = 32) plus its regularisers (and its second input), and
+    # DiscRec's rows differ in their switch
     letter = params.tokenizers["letter"].model_dump()
+    shape = {"levels": 4, "code_dim": 32}
+    assert {k: letter[k] for k in shape} == shape
     assert {k: v for k, v in letter.items() if k in params.tokenizers["rqvae"].model_dump() and k not in ("model", "inputs")} \
-        == {k: v for k, v in params.tokenizers["rqvae"].model_dump().items() if k not in ("model", "inputs")}
+        == {k: v for k, v in params.tokenizers["rqvae"].model_dump().items() if k not in ("model", "inputs")} | shape
     assert params.method("letter").tokenizer == "letter" and params.method("discrec_l").tokenizer == "letter"
     assert params.method("discrec_t").tokenizer == "rqvae"
     discrec = params.method("discrec_t").model_dump()
