@@ -11,7 +11,7 @@ import yaml
 
 from pipeline.config import ParamsError, params_from_dict
 from pipeline.models.tiger.model import Tiger, token_loss
-from tests.test_tiger import N_ITEMS, catalogue, pattern_split, tiny_tiger
+from tests.test_tiger import catalogue, pattern_split, tiny_tiger
 
 
 def with_config(model: Tiger, **changes) -> Tiger:
@@ -98,4 +98,3 @@ def test_the_paper_blocks_of_params_yaml_carry_their_switches():
     for name in ("tiger", "discrec_t", "discrec_l"):  # plain cross-entropy (DiscRec's code), the list's width
         backbone = params.method(name).backbone
         assert backbone.get("loss_temperature", 1.0) == 1.0 and backbone.get("beam_width", 0) == 0
-    assert N_ITEMS  # the tiny catalogue above is the one these tests share

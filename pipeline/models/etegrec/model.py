@@ -63,8 +63,8 @@ class EtegrecConfig(TigerConfig):
     tokenizer_lr: float = 1e-4
     tokenizer_weight_decay: float = 0.05  # paper §5.5: AdamW, weight decay 0.05 for the whole framework
     # The codebooks' weight decay. The paper's "0.05 for the whole framework" (§5.5) may or may not include
-    # them; the RQ-VAE stage exempts them (decay pulls every code towards 0, and the nearest code of an item
-    # with it). CODEBOOK_DECAY_CHOICE below says which was chosen and why.
+    # them; the RQ-VAE stage exempts them (decay pulls every code towards 0), and so does this default. Measured:
+    # either way one tokenizer epoch changes as many IDs (docs/methods.md, ETEGRec, the churn controls).
     codebook_weight_decay: float = 0.0
     # Precision of the tokenizer's forward pass in tokenizer and joint epochs: fp32 = autocast off there, as
     # the IDs are re-derived (in float32); train = the train block's precision (bf16 autocast on this CPU)
@@ -76,14 +76,12 @@ class EtegrecConfig(TigerConfig):
         super().__post_init__()  # the backbone's sizes and dropout (TigerConfig)
         if self.sia_sign not in SIA_SIGNS:
             raise ValueError(f"sia_sign must be one of {sorted(SIA_SIGNS)}, got {self.sia_sign!r}")
-        for name in ("sia_weight", "psa_weight", "tokenizer_weight_decay", "freeze_below"):
+        for name in ("sia_weight", "psa_weight", "tokenizer_weight_decay", "freeze_below", "tokenizer_lr",
+                     "codebook_weight_decay"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        for name in ("tokenizer_lr", "codebook_weight_decay"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.tokenizer_precision not in TOKENIZER_PRECISIONS:
             raise ValueError(f"tokenizer_precision must be one of {TOKENIZER_PRECISIONS}, "
                              f"got {self.tokenizer_precision!r}")
@@ -281,8 +279,8 @@ class Etegrec(Tiger):
         """The tokenizer's forward pass of a tokenizer or joint epoch, in ``tokenizer_precision``."""
         if self.config.tokenizer_precision == "train":  # whatever autocast the trainer opened
             return self.tokenizer(vectors)
-        with torch.autocast(vectors.device.type, enabled=False):
-            return self.tokenizer(vectors.float())
+        with torch.autocast(vectors.device.type, enabled=False):  # item_vectors are float32
+            return self.tokenizer(vectors)
 
     # ----- the losses of the phases ---------------------------------------------------------------
     def recommender_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
