@@ -8,6 +8,7 @@ bytes, which lets DVC skip downstream stages.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
@@ -63,6 +64,19 @@ def write_parquet(table, dest: str | Path) -> None:
 def write_json(obj, dest: str | Path) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_curve(rows: list[dict], dest: str | Path) -> None:
+    """A per-epoch curve as CSV (`dvc plots`): ``epoch`` first, then every other column in name order. The
+    order is fixed rather than taken from the rows, because a resumed training's earlier rows come back from
+    its checkpoint's JSON with their keys sorted: the same run must write the same bytes however often it was
+    interrupted."""
+    columns = {k for row in rows for k in row}
+    fieldnames = (["epoch"] if "epoch" in columns else []) + sorted(columns - {"epoch"})
+    with atomic_path(dest) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _json_default(o):

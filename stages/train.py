@@ -1,10 +1,9 @@
 """DVC stage `train@<method>`: fit one method on the training split, select on validation NDCG@10."""
-import csv
 import sys
 
 from pipeline import paths
 from pipeline.config import load_params
-from pipeline.io import atomic_path, write_json
+from pipeline.io import write_curve, write_json
 from pipeline.orchestration import tracking
 from pipeline.orchestration.flows import as_flow, run_stage
 from pipeline.runtime import distributed
@@ -32,11 +31,7 @@ def main(method: str) -> None:
             on_epoch=lambda epoch, row: run.log_metrics({k: v for k, v in row.items() if isinstance(v, (int, float))
                                                          and k != "epoch"}, step=epoch))
         if history:
-            with atomic_path(curve) as tmp, open(tmp, "w", newline="") as f:
-                fieldnames = list(dict.fromkeys(k for row in history for k in row))
-                writer = csv.DictWriter(f, fieldnames=fieldnames)
-                writer.writeheader()
-                writer.writerows(history)
+            write_curve(history, curve)
             run.log_artifact(str(curve))
         else:
             curve.parent.mkdir(parents=True, exist_ok=True)

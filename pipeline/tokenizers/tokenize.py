@@ -4,7 +4,6 @@ LETTER (the RQ-VAE with LETTER's regularisers, ``pipeline.tokenizers.letter``) a
 (``pipeline.tokenizers.external``)."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.config import ExternalTokenizer, LetterTokenizer, RQVAETokenizer, TokenizerParams
-from pipeline.io import atomic_dir, atomic_path, sha256_file, write_json
+from pipeline.io import atomic_dir, sha256_file, write_curve, write_json
 from pipeline.runtime.devices import resolve_device
 from pipeline.tokenizers.external import CODES_FILE, read_external_codes, write_codes
 from pipeline.tokenizers.item_vectors import load_embeddings
@@ -67,13 +66,6 @@ def tokenize(tp: TokenizerParams, seed: int, out_dir, curve_path, log=print, on_
     log(f"kept epoch {final['epoch']} of {final['epochs_run']}: "
         + ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k not in ("epoch", "epochs_run")))
     return final
-
-
-def write_curve(rows: list[dict], path) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def import_codes(tp: ExternalTokenizer, out_dir, curve_path, log=print) -> dict:
