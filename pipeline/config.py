@@ -86,7 +86,10 @@ class LocalSource(_Strict):
 
 
 class DataParams(_Strict):
-    source: Literal["movielens-100k", "amazon2023", "amazon2018", "amazon2014", "local"] = "movielens-100k"
+    # amazon-scientific: the embedded default (data/embedded/amazon-scientific/SOURCE.md); the others download
+    # (movielens-100k, the Amazon releases) or read your files (local).
+    source: Literal["amazon-scientific", "movielens-100k", "amazon2023", "amazon2018", "amazon2014", "local"] = \
+        "amazon-scientific"
     # Amazon category as spelled in the release's file names (docs/data.md, "The papers' datasets").
     category: str = "Industrial_and_Scientific"
     # amazon2023: raw review file + metadata (reproduces the 5-core counts through `filter`), or the
@@ -103,8 +106,8 @@ class DataParams(_Strict):
     @property
     def dataset_name(self) -> str:
         """The name runs and reports use for this dataset (one MLflow experiment per dataset)."""
-        if self.source == "movielens-100k":
-            return "movielens-100k"
+        if self.source in ("amazon-scientific", "movielens-100k"):
+            return self.source
         if self.source == "local":
             return f"local-{self.local.name or Path(self.local.interactions).stem or 'data'}"
         return f"{self.source}-{self.category}"

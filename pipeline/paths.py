@@ -11,6 +11,7 @@ RAW_DIR = Path("data/raw")
 SEQUENCES_DIR = Path("data/interim/sequences")
 ITEMS = SEQUENCES_DIR / "items.parquet"
 TEST_SPLIT = SEQUENCES_DIR / "test.parquet"
+SEQUENCE_STATS = SEQUENCES_DIR / "stats.json"  # what the filter stage counted
 EMBEDDINGS_DIR = Path("data/processed/embeddings")
 EMBEDDINGS = EMBEDDINGS_DIR / "embeddings.npy"
 TOKENIZERS_DIR = Path("data/processed/tokenizers")  # tokenize@<t>: one trained tokenizer per folder

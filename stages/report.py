@@ -30,6 +30,23 @@ def training_budget(result_dir: Path) -> str:
     return f"{trained['epoch']} (best {trained['best_epoch']})" + (f", {trained['precision']}" if "precision" in trained else "")
 
 
+def budget(params, methods: list[str], train_samples: int) -> str:
+    """What each method trained on, from params.yaml: methods with the same train block share one line."""
+    groups: dict[str, list[str]] = {}
+    for m in methods:
+        t = params.method(m).train
+        if params.method(m).model == "popularity":
+            key = "counts of the training interactions, no training"
+        else:
+            every = t.samples_per_epoch or train_samples
+            validation = f"{t.max_eval_samples:,} fixed validation users" if t.max_eval_samples else "every validation user"
+            key = (f"at most {t.epochs} epochs of {every:,} samples (batch {t.batch_size}, lr {t.lr:g}, "
+                   f"{t.schedule} schedule, {t.warmup_steps} warm-up steps, patience {t.patience}), NDCG@10 on "
+                   f"{validation} after every {t.eval_every} epoch(s) choosing the weights tested")
+        groups.setdefault(key, []).append(m)
+    return "**Budget.** " + "; ".join(f"{', '.join(ms)}: {key}" for key, ms in groups.items()) + "."
+
+
 def main() -> None:
     params = load_params()
     methods = [m for m in params.methods if (RESULTS / m / "ranks.parquet").exists()]
@@ -43,7 +60,8 @@ def main() -> None:
     text = (f"# Test metrics, {params.data.dataset_name}\n\n{result['users']} users, leave-one-out, full ranking. "
             "One run per method (seeds: `scripts/seed_study.py`); trained: epochs run (best validation epoch, "
             "whose weights were tested), training precision; p-values: per-user NDCG@10 against the baseline (* p < 0.05, "
-            "** p < 0.01).\n\n" + markdown(result, {m: training_budget(RESULTS / m) for m in methods}))
+            "** p < 0.01).\n\n" + markdown(result, {m: training_budget(RESULTS / m) for m in methods}) + "\n"
+            + budget(params, methods, json.loads(paths.SEQUENCE_STATS.read_text())["train_samples"]) + "\n")
     with atomic_path(paths.COMPARISON) as tmp:
         tmp.write_text(text)
     write_json(result, paths.METRICS_DIR / "comparison.json")

@@ -1,7 +1,7 @@
 """`dvc repro` on a fresh copy of the repository, with every stage, on a tiny training budget.
 
-Runs the real stages (Prefect flows, MLflow into the copy's own `mlruns.db`) on MovieLens-100K, obtained
-as a fresh machine would: GroupLens if reachable, else RecBole's wheel from the package index. Then checks
+Runs the real stages (Prefect flows, MLflow into the copy's own `mlruns.db`) on the embedded default dataset
+(Amazon Scientific, data/embedded) with every method of the default run. Then checks
 that a second run is a no-op, that edits invalidate exactly the stages they should, and that a queued
 `dvc exp run` sweep shows in `dvc exp show` and lands in the same MLflow store.
 """
@@ -24,6 +24,7 @@ SKIP = {".venv", ".git", "data", "mlruns.db", "mlruns", ".pytest_cache", ".bench
 
 # Small enough for CI on two cores; the stage code paths are the same as with the defaults.
 TINY = {
+    "embed": {"max_seq_length": 32},
     "tokenizers": {"rqvae": {"epochs": 3, "hidden": [64], "code_dim": 16},
                    "rqvae_e32": {"epochs": 3, "hidden": [64], "code_dim": 8},
                    "rqvae_sasrec": {"epochs": 3, "hidden": [64], "code_dim": 16},
@@ -34,10 +35,11 @@ TINY_GENERATIVE = {
     "backbone": {"d_model": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16, "d_ff": 64},
     "train": {"epochs": 1, "samples_per_epoch": 256, "batch_size": 64, "max_eval_samples": 64},
 }
-# The DECOR ablation rows run the same code as `decor` with other switches: CI runs tiger, its twin on the
-# second tokenizer, decor, and DiscRec-L on LETTER's IDs (train@sasrec -> tokenize@letter -> ... -> train@discrec_l).
-KEPT_METHODS = ("popularity", "sasrec", "tiger", "tiger_e32", "decor", "discrec_l")
+# Every method of the default run; the ablation rows (more_methods) run the same code with other switches.
+KEPT_METHODS = ("popularity", "sasrec", "tiger", "decor", "etegrec", "letter", "discrec_t", "discrec_l")
+GENERATIVE = ("tiger", "decor", "etegrec", "letter", "discrec_t", "discrec_l")
 TOKENIZERS = ("rqvae", "rqvae_e32", "letter")  # the tokenizers that read the text embeddings
+USERS, ITEMS, INTERACTIONS = 8317, 4344, 58492  # the embedded dataset (data/embedded/amazon-scientific/SOURCE.md)
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -55,14 +57,13 @@ def copy_repo(dest: Path) -> Path:
             shutil.copytree(entry, dest / entry.name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
         else:
             shutil.copy2(entry, dest / entry.name)
+    shutil.copytree(REPO / "data" / "embedded", dest / "data" / "embedded")  # the default dataset (git-tracked)
     (dest / "data" / "local").mkdir(parents=True)
     (dest / "data" / "local" / ".gitkeep").touch()
     params = merge(yaml.safe_load((dest / "params.yaml").read_text()), TINY)
-    # tiger_e32 and decor live under more_methods (outside the default run): moved under methods, as a user
-    # adds a block to the DAG
-    blocks = {**params["methods"], **params.pop("more_methods", {})}
-    params["methods"] = {name: merge(block, TINY_GENERATIVE) if block["model"] in ("tiger", "decor", "discrec") else block
-                         for name, block in blocks.items() if name in KEPT_METHODS}
+    assert tuple(params["methods"]) == KEPT_METHODS, "the default run's methods changed: update this test"
+    params["methods"] = {name: merge(block, TINY_GENERATIVE) if name in GENERATIVE else block
+                         for name, block in params["methods"].items()}
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest
@@ -89,7 +90,7 @@ def ran(out) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out.stdout))
 
 
-def mlflow_runs(work: Path, experiment: str = "movielens-100k") -> list:
+def mlflow_runs(work: Path, experiment: str = "amazon-scientific") -> list:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlruns.db'}")
@@ -136,13 +137,13 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     assert {f"{stage}-{m}" for stage in ("train", "evaluate") for m in KEPT_METHODS} <= completed, completed
     metrics = work / "reports" / "metrics"
     stats = json.loads((metrics / "filter.json").read_text())
-    assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1349, 99287)
+    assert (stats["users"], stats["items"], stats["interactions"]) == (USERS, ITEMS, INTERACTIONS)
     for t in TOKENIZERS:
         assert json.loads((metrics / f"semantic_ids_{t}.json").read_text())["unique_ids"] is True
     for method in KEPT_METHODS:
         result = json.loads((metrics / f"evaluate_{method}.json").read_text())
-        assert result["users"] == 943 and 0.0 <= result["ndcg@10"] <= 1.0, result
-    for method in ("tiger", "tiger_e32", "decor"):
+        assert result["users"] == USERS and 0.0 <= result["ndcg@10"] <= 1.0, result
+    for method in GENERATIVE:
         assert json.loads((metrics / f"evaluate_{method}.json").read_text())["invalid@10"] == 0.0
     assert "composition_active_l1" in (work / "reports" / "plots" / "train_decor.csv").read_text()
     comparison = (work / "reports" / "comparison.md").read_text()
@@ -154,7 +155,7 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     assert set(runs) == set(KEPT_METHODS)
     tiger = runs["tiger"]
     assert tiger.data.tags["dvc.stage"] == "train@tiger" and tiger.data.tags["dvc.stage.evaluate"] == "evaluate@tiger"
-    assert tiger.data.tags["dataset"] == "movielens-100k" and tiger.data.tags["git.commit"]
+    assert tiger.data.tags["dataset"] == "amazon-scientific" and tiger.data.tags["git.commit"]
     assert {"method.backbone.d_model", "tokenizer.codebook_size", "embed.model", "data.source"} <= set(tiger.data.params)
     assert {"train_loss", "valid_ndcg_at_10", "test_ndcg_at_10", "test_recall_at_10"} <= set(tiger.data.metrics)
     from mlflow.tracking import MlflowClient
@@ -177,30 +178,37 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     assert would_run(work, env) == {f"evaluate@{m}" for m in KEPT_METHODS}  # evaluation settings, one block
     edit_params(work, {"evaluate": {"batch_size": 128}})
     edit_params(work, {"methods": {"sasrec": {"train": {"lr": 0.002}}}})
-    # evaluate@sasrec reads the model folder alone: it runs when the retrained folder differs (DVC's hashes)
-    assert would_run(work, env) == {"train@sasrec"}
+    # evaluate@sasrec reads the model folder alone: it runs when the retrained folder differs (DVC's hashes); the
+    # report states every method's budget, so it reads the methods' blocks too
+    assert would_run(work, env) == {"train@sasrec", "report"}
     edit_params(work, {"methods": {"sasrec": {"train": {"lr": 0.001}}}})
     edit_params(work, {"methods": {"decor": {"backbone": {"alpha": 0.5}}}})
-    assert would_run(work, env) == {"train@decor"}
+    assert would_run(work, env) == {"train@decor", "report"}
     edit_params(work, {"methods": {"decor": {"backbone": {"alpha": 0.25}}}})
+    # A seed method's block, run: its two stages and the report, nothing else.
+    quick = {**env, "GENREC_ORCHESTRATOR": "none"}
+    edit_params(work, {"methods": {"letter": {"backbone": {"loss_temperature": 0.5}}}})
+    assert would_run(work, env) == {"train@letter", "report"}
+    edited = dvc(["repro"], work, quick)
+    assert edited.returncode == 0, edited.stdout[-3000:] + edited.stderr[-3000:]
+    assert ran(edited) == {"train@letter", "evaluate@letter", "report"}, edited.stdout
+    restore_baseline(work, env)
     edit_params(work, {"embed": {"template": {"separator": " | "}}})
     assert would_run(work, env) == {"embed"}
     # ... and running it re-runs everything that reads the embeddings, but not the methods that do not.
     # (Without Prefect here: which stages run is DVC's decision, and this keeps CI short.)
-    quick = {**env, "GENREC_ORCHESTRATOR": "none"}
     third = dvc(["repro"], work, quick)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     assert ran(third) == {"embed", *(f"{s}@{t}" for s in ("tokenize", "semantic_ids") for t in TOKENIZERS),
-                          *(f"{s}@{m}" for s in ("train", "evaluate") for m in ("tiger", "tiger_e32", "decor", "discrec_l")),
+                          *(f"{s}@{m}" for s in ("train", "evaluate") for m in GENERATIVE),
                           "report"}, third.stdout
     restore_baseline(work, env)
-    # Editing the second tokenizer re-runs its own chain and the one method that reads it, nothing else.
+    # Editing the second tokenizer re-runs its own chain, nothing else (its method, tiger_e32, is in more_methods).
     edit_params(work, {"tokenizers": {"rqvae_e32": {"beta": 0.5}}})
     assert would_run(work, env) == {"tokenize@rqvae_e32"}
     fourth = dvc(["repro"], work, quick)
     assert fourth.returncode == 0, fourth.stdout[-3000:] + fourth.stderr[-3000:]
-    assert ran(fourth) == {"tokenize@rqvae_e32", "semantic_ids@rqvae_e32", "train@tiger_e32", "evaluate@tiger_e32",
-                           "report"}, fourth.stdout
+    assert ran(fourth) == {"tokenize@rqvae_e32", "semantic_ids@rqvae_e32"}, fourth.stdout
     restore_baseline(work, env)
 
     # A queued sweep (two values) runs in DVC's temporary copies, shows in `dvc exp show`, and its runs land
@@ -210,13 +218,13 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     done = dvc(["exp", "run", "--run-all"], work, quick)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     exp_logs = "".join(p.read_text(errors="replace") for p in (work / ".dvc" / "tmp" / "exps" / "run").glob("*/*.out"))
-    # SASRec's item embeddings feed the rqvae_sasrec and letter tokenizers: their chains re-run with it (DiscRec-L
-    # too when LETTER's IDs change, which three tiny epochs may or may not do); nothing else
+    # SASRec's item embeddings feed the rqvae_sasrec and letter tokenizers: their chains re-run with it (LETTER and
+    # DiscRec-L too when LETTER's IDs change, which three tiny epochs may or may not do); nothing else
     swept_stages = set(re.findall(r"Running stage '([^']+)'", exp_logs))
     assert {"train@sasrec", "evaluate@sasrec", "tokenize@rqvae_sasrec", "semantic_ids@rqvae_sasrec", "tokenize@letter",
             "semantic_ids@letter", "report"} <= swept_stages <= {"train@sasrec", "evaluate@sasrec",
             "tokenize@rqvae_sasrec", "semantic_ids@rqvae_sasrec", "tokenize@letter", "semantic_ids@letter",
-            "train@discrec_l", "evaluate@discrec_l", "report"}, exp_logs[-3000:]
+            "train@letter", "evaluate@letter", "train@discrec_l", "evaluate@discrec_l", "report"}, exp_logs[-3000:]
     table = json.loads(dvc(["exp", "show", "--json"], work, env).stdout)
     swept = {exp["data"]["params"]["params.yaml"]["data"]["methods"]["sasrec"]["train"]["lr"]: exp["name"]
              for row in table for exp in (row.get("experiments") or []) for exp in exp.get("revs", [])}

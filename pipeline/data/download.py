@@ -20,6 +20,7 @@ import requests
 from tqdm.auto import tqdm
 
 from pipeline.config import DataParams
+from pipeline.data import embedded
 from pipeline.data.readers import DataError, check_complete
 from pipeline.errors import UserError
 from pipeline.io import atomic_path, sha256_file, write_json
@@ -208,6 +209,17 @@ def copy_local(p: DataParams, raw_dir: Path) -> dict[str, dict]:
     return entries
 
 
+def copy_embedded(raw_dir: Path) -> dict[str, dict]:
+    """Copy the embedded dataset into ``raw_dir`` once both files match their shipped SHA-256."""
+    embedded.verify(embedded.DIR)
+    entries = {}
+    for name in embedded.SHA256:
+        with atomic_path(raw_dir / name) as tmp:
+            shutil.copyfile(embedded.DIR / name, tmp)
+        entries[name] = {"origin": str(embedded.DIR / name)}
+    return entries
+
+
 def _prune(raw_dir: Path, keep: set[str]) -> None:
     """Remove files of a previously selected source (data/raw persists across runs for resuming)."""
     for f in raw_dir.iterdir():
@@ -228,6 +240,8 @@ def download(p: DataParams, raw_dir: str | Path, fetch=None) -> dict:
     entries: dict[str, dict] = {}
     if p.source == "local":
         entries = copy_local(p, raw_dir)
+    elif p.source == embedded.SOURCE:
+        entries = copy_embedded(raw_dir)
     elif p.source == "movielens-100k":
         _prune(raw_dir, {"ml-100k.zip", *RECBOLE_MEMBERS})
         plan = plan_source(p)
@@ -250,7 +264,7 @@ def download(p: DataParams, raw_dir: str | Path, fetch=None) -> dict:
                 entries[rf.name] = {"origin": "already present"}
                 continue
             entries[rf.name] = {"origin": fetch(rf, plan.mirrors, raw_dir, p.timeout_s)}
-    if p.source == "local":
+    if p.source in ("local", embedded.SOURCE):
         _prune(raw_dir, set(entries))
     old = _read_manifest(raw_dir)
     for name, e in entries.items():
@@ -260,7 +274,7 @@ def download(p: DataParams, raw_dir: str | Path, fetch=None) -> dict:
         if e["origin"] == "already present" and prev.get("size") == e["size"]:
             e.update(origin=prev.get("origin", e["origin"]), sha256=prev["sha256"])
         else:
-            if p.source != "local":  # (copy_local checked the user's files before copying them)
+            if p.source not in ("local", embedded.SOURCE):  # (both were checked before they were copied)
                 _check_fetched(f, e["origin"])
             e["sha256"] = sha256_file(f)
     manifest = {"source": p.source, "dataset": p.dataset_name, "files": dict(sorted(entries.items()))}
