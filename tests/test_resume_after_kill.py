@@ -23,6 +23,9 @@ BLOCKS = {
                "backbone": {"hidden": 16, "n_blocks": 1, "n_heads": 1, "dropout": 0.2}, "train": TRAIN},
     "tiger": {"model": "tiger", "inputs": ["data/processed/semantic_ids/rq"],
               "backbone": {**TINY_T5, "dropout": 0.1}, "train": TRAIN},
+    # the default run's generative setting: batches of similar history lengths, drawn anew each epoch
+    "tiger_grouped": {"model": "tiger", "inputs": ["data/processed/semantic_ids/rq"],
+                      "backbone": {**TINY_T5, "dropout": 0.1}, "train": {**TRAIN, "group_by_length": True}},
 }
 
 
@@ -49,7 +52,7 @@ def checkpointed_epoch(method: str) -> int:
         return 0
 
 
-@pytest.mark.parametrize("method", ["sasrec", "tiger"])
+@pytest.mark.parametrize("method", list(BLOCKS))
 def test_a_training_killed_after_an_epoch_and_run_again_writes_the_same_bytes(workspace, method):
     workspace.write_ids("rq", workspace.random_ids(), codebook_size=8)
     workspace.params({method: BLOCKS[method]}, cpu_threads=1)
