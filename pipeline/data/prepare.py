@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.config import Params
+from pipeline.data import embedded
 from pipeline.data.download import MANIFEST
 from pipeline.data.readers import DataError, read_source
 from pipeline.data.sequences import build_sequences, leave_one_out, sequence_stats
@@ -35,6 +36,8 @@ def prepare(params: Params, raw_dir: str | Path, out_dir: str | Path, log=print)
     # Errors and the summary name the user's own file (the local source's origin), not its copy in data/raw.
     shown = {name: entry["origin"] for name, entry in manifest["files"].items()} \
         if params.data.source == "local" else {}
+    if params.data.source == embedded.SOURCE:  # the copy of the shipped files, checked again before it is read
+        embedded.verify(raw_dir)
     inter, item_text, report = read_source(params.data.source, raw_dir, manifest["files"], max_bad=fp.max_bad_lines,
                                            local=params.data.local, shown=shown)
     log(f"read {inter.height:,} interactions and {0 if item_text is None else item_text.height:,} item records "

@@ -653,13 +653,10 @@ def read_source(source: str, raw_dir: Path, files: Iterable[str], *, max_bad: in
                 separator="\t", header=True))
             items = item_text(raw_dir / "ml-100k.item", lambda: read_recbole_movielens_items(raw_dir))
         return harmonise_time_units(inter, label(path), report), items, report
-    if source == "amazon-scientific":  # the embedded default: its copy checked again, then the sequences format
-        from pipeline.data import embedded
-
-        embedded.verify(raw_dir)
-        path = raw_dir / f"{embedded.NAME}.inter.json"
+    if source == "amazon-scientific":  # the embedded default (checked by the caller), in the sequences format
+        path = raw_dir / "Scientific.inter.json"
         inter = interactions(path, lambda: read_sequences_json(path))
-        item_file = raw_dir / f"{embedded.NAME}.item.json"
+        item_file = raw_dir / "Scientific.item.json"
         return inter, item_text(item_file, lambda: read_items_json(item_file)), report
     if source == "local":
         if local.format == "sequences":
