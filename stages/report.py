@@ -5,19 +5,30 @@ NDCG@10 against the baseline, paired t-test and Wilcoxon p-values over users), t
 `reports/metrics/comparison.json`, and `reports/plots/comparison.csv` for `dvc plots show`. Methods are
 those of params.yaml's `methods` that have results; several seeds per method come from
 `scripts/seed_study.py`, which prints the same table with mean ± std.
+
+Also the same comparison within slices of the test users (``pipeline.evaluation.slices``: target popularity,
+history length, the size of the target's first-level ID group): a table per family in `comparison.md`, the
+figures in `reports/metrics/slices.json`, a bar chart in `reports/plots/slices.svg`; all logged to the report's MLflow run.
 """
 import csv
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from pipeline import paths
+from pipeline.analysis import svg
 from pipeline.config import ParamsError, load_params
+from pipeline.evaluation import slices
 from pipeline.evaluation.comparison import compare, markdown
 from pipeline.io import atomic_path, write_json
+from pipeline.models.folder import IDS_FILE
 from pipeline.orchestration import tracking
 from pipeline.orchestration.flows import as_flow, run_stage
 
 RESULTS = paths.RESULTS_DIR
+SLICES_JSON = paths.METRICS_DIR / "slices.json"
+SLICES_SVG = paths.PLOTS_DIR / "slices.svg"
 
 
 def training_budget(result_dir: Path) -> str:
@@ -47,6 +58,46 @@ def budget(params, methods: list[str], train_samples: int) -> str:
     return "**Budget.** " + "; ".join(f"{', '.join(ms)}: {key}" for key, ms in groups.items()) + "."
 
 
+def slice_comparison(methods: list[str], baseline: str | None) -> dict:
+    """Every method's test metrics within the slices of ``pipeline.evaluation.slices``; the prefix family for the
+    methods whose model folder holds semantic IDs (the generative ones; ETEGRec's are its learned IDs)."""
+    n_items = pq.read_metadata(paths.ITEMS).num_rows
+    shared = slices.shared_slices(paths.SEQUENCES_DIR / "train.parquet", paths.TEST_SPLIT,
+                                  paths.SEQUENCES_DIR / "interactions.parquet", n_items)
+    prefix = {m: slices.prefix_slices(paths.TEST_SPLIT, paths.model_dir(m) / IDS_FILE) for m in methods
+              if (paths.model_dir(m) / IDS_FILE).exists()}
+    return slices.compare_slices({m: RESULTS / m / "ranks.parquet" for m in methods}, baseline, shared,
+                                 {"prefix": {m: labels for m, (labels, _) in prefix.items()}} if prefix else None,
+                                 {"prefix": {m: spans for m, (_, spans) in prefix.items()}})
+
+
+def write_slices(result: dict) -> None:
+    write_json(result, SLICES_JSON)
+    chart_height = 220
+    charts = []
+    for block in result["families"].values():
+        groups = list(dict.fromkeys(s for row in block["methods"].values() for s in row))
+        series = {m: [row.get(g, {}).get("ndcg@10", float("nan")) for g in groups] for m, row in block["methods"].items()}
+        charts.append(svg.grouped_bars(groups, series, title=f"NDCG@10 by {block['title']}", height=chart_height,
+                                       y_label="NDCG@10"))
+    body = "".join(f'<g transform="translate(0,{i * chart_height})">{c}</g>' for i, c in enumerate(charts))
+    with atomic_path(SLICES_SVG) as tmp:
+        tmp.write_text(f'<svg xmlns="http://www.w3.org/2000/svg" width="720" height="{len(charts) * chart_height}">'
+                       f"{body}</svg>\n")
+
+
+def slice_metrics(result: dict) -> dict[str, float]:
+    """MLflow metrics of the slice tables: <family>.<slice>.<method>.ndcg_at_10 (and its users)."""
+    out = {}
+    for family, block in result["families"].items():
+        for method, row in block["methods"].items():
+            for s, cell in row.items():
+                key = f"{family}.{s.replace(' items', '').replace('+', '_up')}.{method}"
+                out[f"{key}.ndcg_at_10"] = cell["ndcg@10"]
+                out[f"{key}.users"] = float(cell["users"])
+    return out
+
+
 def main() -> None:
     params = load_params()
     methods = [m for m in params.methods if (RESULTS / m / "ranks.parquet").exists()]
@@ -62,9 +113,13 @@ def main() -> None:
             "whose weights were tested), training precision; p-values: per-user NDCG@10 against the baseline (* p < 0.05, "
             "** p < 0.01).\n\n" + markdown(result, {m: training_budget(RESULTS / m) for m in methods}) + "\n"
             + budget(params, methods, json.loads(paths.SEQUENCE_STATS.read_text())["train_samples"]) + "\n")
+    by_slice = slice_comparison(methods, baseline)
+    text += (f"\n## Where the differences are\n\n{slices.markdown(by_slice)}\nThe same as a chart: "
+             f"[{SLICES_SVG.name}](plots/{SLICES_SVG.name}); the figures: `{SLICES_JSON}`.\n")
     with atomic_path(paths.COMPARISON) as tmp:
         tmp.write_text(text)
     write_json(result, paths.METRICS_DIR / "comparison.json")
+    write_slices(by_slice)
     with atomic_path(paths.PLOTS_DIR / "comparison.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "ndcg@10", "recall@10"])
@@ -72,7 +127,9 @@ def main() -> None:
             writer.writerow([m, f"{row['ndcg@10']['mean']:.6f}", f"{row['recall@10']['mean']:.6f}"])
     print(text)
     with tracking.stage_run("report", params.data.dataset_name, {"report": params.report.model_dump()}, run_name="comparison") as run:
-        run.log_artifact("reports/comparison.md")
+        run.log_metrics(slice_metrics(by_slice))
+        for path in (paths.COMPARISON, SLICES_JSON, SLICES_SVG):
+            run.log_artifact(str(path))
 
 
 if __name__ == "__main__":
