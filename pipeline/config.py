@@ -287,6 +287,9 @@ class Params(_Strict):
     filter: FilterParams = FilterParams()
     embed: EmbedParams = EmbedParams()
     tokenizers: dict[str, TokenizerParams] = Field(default_factory=lambda: {"rqvae": RQVAETokenizer()})
+    # Tokenizer blocks outside the default DAG (dvc.yaml iterates `tokenizers` only), for the methods of
+    # `more_methods` that read them: validated like `tokenizers`; moving one under `tokenizers` adds its stages.
+    more_tokenizers: dict[str, TokenizerParams] = Field(default_factory=dict)
     methods: dict[str, MethodParams] = Field(default_factory=dict)
     # Blocks outside the default DAG (dvc.yaml iterates `methods` only): validated like `methods`, and run by
     # scripts/seed_study.py or scripts/run_method.py by name; moving one under `methods` adds its stages.
@@ -296,20 +299,24 @@ class Params(_Strict):
 
     @model_validator(mode="after")
     def _names_and_references(self):
-        for section in ("tokenizers", "methods", "more_methods"):
+        for section in ("tokenizers", "more_tokenizers", "methods", "more_methods"):
             for name in getattr(self, section):
                 if not re.match(NAME_PATTERN, name):
                     raise ValueError(f"{section}.{name}: a block name may hold letters, digits, '_', '.' and '-' only")
-        both = sorted(set(self.methods) & set(self.more_methods))
-        if both:
-            raise ValueError(f"{both}: defined in both methods and more_methods; keep each block in one of them")
+        for kind in ("methods", "tokenizers"):
+            both = sorted(set(getattr(self, kind)) & set(getattr(self, f"more_{kind}")))
+            if both:
+                raise ValueError(f"{both}: defined in both {kind} and more_{kind}; keep each block in one of them")
         for section in ("methods", "more_methods"):
+            # a default-DAG method reads IDs the DAG makes; one outside it may read a tokenizer outside it too
+            known = self.tokenizers if section == "methods" else {**self.tokenizers, **self.more_tokenizers}
             for name, block in getattr(self, section).items():
                 for path in block.inputs:
                     t = tokenizer_of(path)
-                    if t is not None and t not in self.tokenizers:
+                    if t is not None and t not in known:
+                        where = "more_tokenizers: move it under tokenizers" if t in self.more_tokenizers else "no block"
                         raise ValueError(f"{section}.{name}.inputs: {path} is the IDs of tokenizer {t!r}, which has "
-                                         f"no block in tokenizers (defined: {sorted(self.tokenizers)})")
+                                         f"{where} in tokenizers (defined: {sorted(self.tokenizers)})")
                 if block.max_history is not None and block.max_history > self.filter.max_history:
                     raise ValueError(f"{section}.{name}.max_history: {block.max_history} items, but the filter stage "
                                      f"keeps {self.filter.max_history} (filter.max_history); raise that to "
@@ -325,9 +332,12 @@ class Params(_Strict):
         return block
 
     def tokenizer(self, name: str) -> TokenizerParams:
-        if name not in self.tokenizers:
-            raise ParamsError(f"params.yaml: no block tokenizers.{name}; defined: {sorted(self.tokenizers)}")
-        return self.tokenizers[name]
+        """The block ``name`` of ``tokenizers`` or, outside the default DAG, of ``more_tokenizers``."""
+        block = self.tokenizers.get(name) or self.more_tokenizers.get(name)
+        if block is None:
+            raise ParamsError(f"params.yaml: no block tokenizers.{name}; defined: {sorted(self.tokenizers)}"
+                              + (f", more_tokenizers: {sorted(self.more_tokenizers)}" if self.more_tokenizers else ""))
+        return block
 
     def method_history(self, name: str) -> int:
         """How many of the most recent history items method ``name`` reads."""

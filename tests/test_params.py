@@ -70,8 +70,8 @@ def test_the_ablation_rows_are_decors_block_with_their_switches_only():
     every = {**params.methods, **params.more_methods}
     generative = [m for m in every.values() if m.model in ("tiger", "decor", "discrec", "etegrec")]
     assert len({m.train for m in generative}) == 1  # one budget for every generative row
-    assert params.method("tiger_e32").tokenizer == "rqvae_e32" and params.tokenizers["rqvae_e32"].code_dim == 32
-    assert params.tokenizers["rqvae_e32"].model_copy(update={"code_dim": 128}) == params.tokenizers["rqvae"]
+    assert params.method("tiger_e32").tokenizer == "rqvae_e32" and params.tokenizer("rqvae_e32").code_dim == 32
+    assert params.tokenizer("rqvae_e32").model_copy(update={"code_dim": 128}) == params.tokenizer("rqvae")
     # LETTER is the RQ-VAE in LETTER's shape (4 levels, e = 32) plus its regularisers (and its second input), and
     # DiscRec's rows differ in their switch
     letter = params.tokenizers["letter"].model_dump()
@@ -101,3 +101,20 @@ def test_dvc_yaml_names_the_folders_of_pipeline_paths():
     assert str(paths.model_dir("${key}")) in stages["evaluate"]["do"]["deps"]
     # evaluate reads the model folder alone: no methods.<name> params (cpu_threads: its bytes depend on it)
     assert stages["evaluate"]["do"]["params"] == ["cpu_threads", "evaluate"]
+
+
+def test_a_tokenizer_outside_the_default_dag_serves_more_methods_only():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = params_from_dict(raw)
+    assert "rqvae_e32" not in params.tokenizers and params.tokenizer("rqvae_e32").code_dim == 32
+    assert params.method("tiger_e32").tokenizer == "rqvae_e32"  # a more_methods row reads it
+    # a default method cannot: the DAG would not make its IDs
+    moved = {**raw, "methods": {**raw["methods"], "tiger_e32": raw["more_methods"]["tiger_e32"]},
+             "more_methods": {k: v for k, v in raw["more_methods"].items() if k != "tiger_e32"}}
+    with pytest.raises(ParamsError, match="rqvae_e32.*more_tokenizers: move it under tokenizers"):
+        params_from_dict(moved)
+    both = {**raw, "tokenizers": {**raw["tokenizers"], "rqvae_e32": raw["more_tokenizers"]["rqvae_e32"]}}
+    with pytest.raises(ParamsError, match="defined in both tokenizers and more_tokenizers"):
+        params_from_dict(both)
+    with pytest.raises(ParamsError, match="no block tokenizers.nope.*more_tokenizers"):
+        params.tokenizer("nope")

@@ -26,8 +26,6 @@ SKIP = {".venv", ".git", "data", "mlruns.db", "mlruns", ".pytest_cache", ".bench
 TINY = {
     "embed": {"max_seq_length": 32},
     "tokenizers": {"rqvae": {"epochs": 3, "hidden": [64], "code_dim": 16},
-                   "rqvae_e32": {"epochs": 3, "hidden": [64], "code_dim": 8},
-                   "rqvae_sasrec": {"epochs": 3, "hidden": [64], "code_dim": 16},
                    "letter": {"epochs": 3, "hidden": [64], "code_dim": 16}},
     "methods": {"sasrec": {"train": {"epochs": 1, "samples_per_epoch": 512, "batch_size": 128}}},
 }
@@ -38,7 +36,7 @@ TINY_GENERATIVE = {
 # Every method of the default run; the ablation rows (more_methods) run the same code with other switches.
 KEPT_METHODS = ("popularity", "sasrec", "tiger", "decor", "etegrec", "letter", "discrec_t", "discrec_l")
 GENERATIVE = ("tiger", "decor", "etegrec", "letter", "discrec_t", "discrec_l")
-TOKENIZERS = ("rqvae", "rqvae_e32", "letter")  # the tokenizers that read the text embeddings
+TOKENIZERS = ("rqvae", "letter")  # the default run's tokenizers (rqvae_e32, rqvae_sasrec: more_tokenizers)
 USERS, ITEMS, INTERACTIONS = 8317, 4344, 58492  # the embedded dataset (data/embedded/amazon-scientific/SOURCE.md)
 
 
@@ -131,8 +129,8 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
         assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
         flows = {f["id"]: f["name"] for f in prefect_post(api, "flows/filter")}
         completed = {flows[r["flow_id"]] for r in prefect_post(api, "flow_runs/filter") if r["state_type"] == "COMPLETED"}
-    assert {"download", "filter", "embed", "report"} <= completed, completed
-    assert {f"{stage}-{t}" for stage in ("tokenize", "semantic_ids") for t in (*TOKENIZERS, "rqvae_sasrec")} \
+    assert {"download", "filter", "embed", "report", "explore"} <= completed, completed
+    assert {f"{stage}-{t}" for stage in ("tokenize", "semantic_ids") for t in TOKENIZERS} \
         <= completed, completed
     assert {f"{stage}-{m}" for stage in ("train", "evaluate") for m in KEPT_METHODS} <= completed, completed
     metrics = work / "reports" / "metrics"
@@ -148,6 +146,20 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     assert "composition_active_l1" in (work / "reports" / "plots" / "train_decor.csv").read_text()
     comparison = (work / "reports" / "comparison.md").read_text()
     assert all(f"| {m} |" in comparison for m in KEPT_METHODS) and "N@10 vs tiger" in comparison
+    # the slice tables: every family partitions the test users, for every method (prefix: the generative ones)
+    by_slice = json.loads((metrics / "slices.json").read_text())["families"]
+    assert set(by_slice) == {"popularity", "history", "prefix"} and set(by_slice["prefix"]["methods"]) == set(GENERATIVE)
+    for family, block in by_slice.items():
+        for method, row in block["methods"].items():
+            assert sum(cell["users"] for cell in row.values()) == USERS, (family, method)
+    assert "**By target popularity in the training split**" in comparison
+    assert (work / "reports" / "plots" / "slices.svg").read_text().startswith("<svg")
+    # the explorer: a page per tokenizer, one for ETEGRec's learned IDs and one for DECOR's composition
+    # (ETEGRec's page exists when its training changed its IDs, which one tiny epoch may not do)
+    pages = {p.stem for p in (work / "reports" / "explorer").glob("*.html")}
+    learned = (work / "data" / "models" / "etegrec" / "semantic_ids.parquet").read_bytes() != \
+        (work / "data" / "processed" / "semantic_ids" / "rqvae" / "ids.parquet").read_bytes()
+    assert pages == {"index", *TOKENIZERS, "decor", *(["etegrec"] if learned else [])}, pages
 
     # One MLflow run per method, shared by its train and evaluate stages: the method's own block and the
     # upstream blocks as params, the per-epoch curve, the test metrics, the files, and the tags.
@@ -172,7 +184,7 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     # `repro --dry` lists the stages whose own inputs changed; the stages after them run only if their
     # outputs then change (DVC compares hashes), so nothing upstream or beside them is touched.
     edit_params(work, {"tokenizers": {"rqvae": {"beta": 0.3}}})
-    assert would_run(work, env) == {"tokenize@rqvae"}
+    assert would_run(work, env) == {"tokenize@rqvae", "explore"}  # (the explorer: a page per tokenizer block)
     edit_params(work, {"tokenizers": {"rqvae": {"beta": 0.25}}})
     edit_params(work, {"evaluate": {"batch_size": 64}})
     assert would_run(work, env) == {f"evaluate@{m}" for m in KEPT_METHODS}  # evaluation settings, one block
@@ -193,22 +205,13 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     assert edited.returncode == 0, edited.stdout[-3000:] + edited.stderr[-3000:]
     assert ran(edited) == {"train@letter", "evaluate@letter", "report"}, edited.stdout
     restore_baseline(work, env)
+    # Upstream edits: `repro --dry` names the edited stage alone; what follows it runs only if its outputs change
+    # (DVC's hashes; the sweep below runs such a chain: SASRec's embeddings -> LETTER's tokenizer).
     edit_params(work, {"embed": {"template": {"separator": " | "}}})
     assert would_run(work, env) == {"embed"}
-    # ... and running it re-runs everything that reads the embeddings, but not the methods that do not.
-    # (Without Prefect here: which stages run is DVC's decision, and this keeps CI short.)
-    third = dvc(["repro"], work, quick)
-    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
-    assert ran(third) == {"embed", *(f"{s}@{t}" for s in ("tokenize", "semantic_ids") for t in TOKENIZERS),
-                          *(f"{s}@{m}" for s in ("train", "evaluate") for m in GENERATIVE),
-                          "report"}, third.stdout
-    restore_baseline(work, env)
-    # Editing the second tokenizer re-runs its own chain, nothing else (its method, tiger_e32, is in more_methods).
-    edit_params(work, {"tokenizers": {"rqvae_e32": {"beta": 0.5}}})
-    assert would_run(work, env) == {"tokenize@rqvae_e32"}
-    fourth = dvc(["repro"], work, quick)
-    assert fourth.returncode == 0, fourth.stdout[-3000:] + fourth.stderr[-3000:]
-    assert ran(fourth) == {"tokenize@rqvae_e32", "semantic_ids@rqvae_e32"}, fourth.stdout
+    edit_params(work, {"embed": {"template": {"separator": " "}}})
+    edit_params(work, {"tokenizers": {"letter": {"beta": 0.5}}})
+    assert would_run(work, env) == {"tokenize@letter", "explore"}  # the explorer has a page per tokenizer block
     restore_baseline(work, env)
 
     # A queued sweep (two values) runs in DVC's temporary copies, shows in `dvc exp show`, and its runs land
@@ -218,13 +221,12 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     done = dvc(["exp", "run", "--run-all"], work, quick)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     exp_logs = "".join(p.read_text(errors="replace") for p in (work / ".dvc" / "tmp" / "exps" / "run").glob("*/*.out"))
-    # SASRec's item embeddings feed the rqvae_sasrec and letter tokenizers: their chains re-run with it (LETTER and
-    # DiscRec-L too when LETTER's IDs change, which three tiny epochs may or may not do); nothing else
+    # SASRec's item embeddings feed LETTER's tokenizer and the explorer: they re-run with it (LETTER and DiscRec-L
+    # too when LETTER's IDs change, which three tiny epochs may or may not do); nothing else
     swept_stages = set(re.findall(r"Running stage '([^']+)'", exp_logs))
-    assert {"train@sasrec", "evaluate@sasrec", "tokenize@rqvae_sasrec", "semantic_ids@rqvae_sasrec", "tokenize@letter",
-            "semantic_ids@letter", "report"} <= swept_stages <= {"train@sasrec", "evaluate@sasrec",
-            "tokenize@rqvae_sasrec", "semantic_ids@rqvae_sasrec", "tokenize@letter", "semantic_ids@letter",
-            "train@letter", "evaluate@letter", "train@discrec_l", "evaluate@discrec_l", "report"}, exp_logs[-3000:]
+    assert {"train@sasrec", "evaluate@sasrec", "tokenize@letter", "semantic_ids@letter", "report", "explore"} \
+        <= swept_stages <= {"train@sasrec", "evaluate@sasrec", "tokenize@letter", "semantic_ids@letter", "train@letter",
+                            "evaluate@letter", "train@discrec_l", "evaluate@discrec_l", "report", "explore"}, exp_logs[-3000:]
     table = json.loads(dvc(["exp", "show", "--json"], work, env).stdout)
     swept = {exp["data"]["params"]["params.yaml"]["data"]["methods"]["sasrec"]["train"]["lr"]: exp["name"]
              for row in table for exp in (row.get("experiments") or []) for exp in exp.get("revs", [])}

