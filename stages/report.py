@@ -74,12 +74,14 @@ def slice_comparison(methods: list[str], baseline: str | None) -> dict:
 def write_slices(result: dict) -> None:
     write_json(result, SLICES_JSON)
     chart_height = 220
+    methods = list(dict.fromkeys(m for block in result["families"].values() for m in block["methods"]))
+    colors = {m: svg.PALETTE[i % len(svg.PALETTE)] for i, m in enumerate(methods)}  # one colour per method
     charts = []
     for block in result["families"].values():
         groups = list(dict.fromkeys(s for row in block["methods"].values() for s in row))
         series = {m: [row.get(g, {}).get("ndcg@10", float("nan")) for g in groups] for m, row in block["methods"].items()}
         charts.append(svg.grouped_bars(groups, series, title=f"NDCG@10 by {block['title']}", height=chart_height,
-                                       y_label="NDCG@10"))
+                                       y_label="NDCG@10", colors=colors))
     body = "".join(f'<g transform="translate(0,{i * chart_height})">{c}</g>' for i, c in enumerate(charts))
     with atomic_path(SLICES_SVG) as tmp:
         tmp.write_text(f'<svg xmlns="http://www.w3.org/2000/svg" width="720" height="{len(charts) * chart_height}">'

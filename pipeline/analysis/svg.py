@@ -54,9 +54,11 @@ def bars(values, labels=None, title: str = "", width: int = 640, height: int = 1
 
 
 def grouped_bars(groups: list[str], series: dict[str, list[float]], title: str = "", width: int = 720,
-                 height: int = 220, y_label: str = "") -> str:
-    """One cluster of bars per group (a slice), one bar per series (a method), with a legend."""
+                 height: int = 220, y_label: str = "", colors: dict[str, str] | None = None) -> str:
+    """One cluster of bars per group (a slice), one bar per series (a method), with a legend; ``colors`` keeps a
+    series' colour the same across charts (default: the palette in series order)."""
     names = list(series)
+    colors = colors or {name: PALETTE[s % len(PALETTE)] for s, name in enumerate(names)}
     top = max([v for vals in series.values() for v in vals if not math.isnan(v)] + [1e-12])
     left, bottom, pad_top, legend_w = 48, 24, 22, 120
     inner_w, inner_h = width - left - legend_w, height - bottom - pad_top
@@ -79,13 +81,13 @@ def grouped_bars(groups: list[str], series: dict[str, list[float]], title: str =
                 continue
             h = inner_h * v / top
             out.append(f'<rect x="{x0 + s * bar_w:.2f}" y="{pad_top + inner_h - h:.2f}" width="{bar_w * 0.92:.2f}" '
-                       f'height="{h:.2f}" fill="{PALETTE[s % len(PALETTE)]}"><title>{escape(name)}, '
+                       f'height="{h:.2f}" fill="{colors[name]}"><title>{escape(name)}, '
                        f'{escape(group)}: {_num(v)}</title></rect>')
         out.append(f'<text x="{left + (g + 0.5) * cluster:.2f}" y="{height - 8}" font-size="10" '
                    f'text-anchor="middle">{escape(group)}</text>')
     for s, name in enumerate(names):
         y = pad_top + 4 + s * 14
-        out.append(f'<rect x="{width - legend_w + 8}" y="{y}" width="10" height="10" fill="{PALETTE[s % len(PALETTE)]}"/>')
+        out.append(f'<rect x="{width - legend_w + 8}" y="{y}" width="10" height="10" fill="{colors[name]}"/>')
         out.append(f'<text x="{width - legend_w + 22}" y="{y + 9}" font-size="10">{escape(name)}</text>')
     out.append("</svg>")
     return "\n".join(out)
