@@ -13,15 +13,9 @@ def _num(x: float) -> str:
     return f"{x:.4g}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
-def bars(values, labels=None, title: str = "", width: int = 640, height: int = 160, color: str = PALETTE[0],
-         y_label: str = "", element_id: str | None = None) -> str:
-    """Vertical bars, one per value; each bar's tooltip names its label and value."""
-    values = [float(v) for v in values]
-    labels = list(labels) if labels is not None else [str(i) for i in range(len(values))]
-    top = max(values + [1e-12])
-    left, bottom, pad_top = 44, 22, 22
-    inner_w, inner_h = width - left - 8, height - bottom - pad_top
-    step = inner_w / max(len(values), 1)
+def _frame(width: int, height: int, title: str, element_id: str | None, left: float, pad_top: float,
+           inner_w: float, inner_h: float, top: float, y_label: str) -> list[str]:
+    """A bar chart's opening tag, title, baseline, y-axis extremes and y label."""
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"'
            + (f' id="{escape(element_id)}"' if element_id else "") + f' aria-label="{escape(title)}">',
            f'<text x="{left}" y="14" font-size="12" font-weight="bold">{escape(title)}</text>',
@@ -31,6 +25,19 @@ def bars(values, labels=None, title: str = "", width: int = 640, height: int = 1
     if y_label:
         out.append(f'<text x="10" y="{pad_top + inner_h / 2}" font-size="10" transform="rotate(-90 10 '
                    f'{pad_top + inner_h / 2})" text-anchor="middle">{escape(y_label)}</text>')
+    return out
+
+
+def bars(values, labels=None, title: str = "", width: int = 640, height: int = 160, color: str = PALETTE[0],
+         y_label: str = "", element_id: str | None = None) -> str:
+    """Vertical bars, one per value; each bar's tooltip names its label and value."""
+    values = [float(v) for v in values]
+    labels = list(labels) if labels is not None else [str(i) for i in range(len(values))]
+    top = max(values + [1e-12])
+    left, bottom, pad_top = 44, 22, 22
+    inner_w, inner_h = width - left - 8, height - bottom - pad_top
+    step = inner_w / max(len(values), 1)
+    out = _frame(width, height, title, element_id, left, pad_top, inner_w, inner_h, top, y_label)
     if len(values) <= 24:  # few bars: one element each, with a tooltip
         for i, (v, label) in enumerate(zip(values, labels)):
             h = inner_h * v / top
@@ -64,15 +71,7 @@ def grouped_bars(groups: list[str], series: dict[str, list[float]], title: str =
     inner_w, inner_h = width - left - legend_w, height - bottom - pad_top
     cluster = inner_w / max(len(groups), 1)
     bar_w = cluster * 0.8 / max(len(names), 1)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-           f'aria-label="{escape(title)}">',
-           f'<text x="{left}" y="14" font-size="12" font-weight="bold">{escape(title)}</text>',
-           f'<line x1="{left}" y1="{pad_top + inner_h}" x2="{left + inner_w}" y2="{pad_top + inner_h}" stroke="#888"/>',
-           f'<text x="{left - 4}" y="{pad_top + 8}" font-size="10" text-anchor="end">{_num(top)}</text>',
-           f'<text x="{left - 4}" y="{pad_top + inner_h}" font-size="10" text-anchor="end">0</text>']
-    if y_label:
-        out.append(f'<text x="10" y="{pad_top + inner_h / 2}" font-size="10" transform="rotate(-90 10 '
-                   f'{pad_top + inner_h / 2})" text-anchor="middle">{escape(y_label)}</text>')
+    out = _frame(width, height, title, None, left, pad_top, inner_w, inner_h, top, y_label)
     for g, group in enumerate(groups):
         x0 = left + g * cluster + cluster * 0.1
         for s, name in enumerate(names):

@@ -35,7 +35,6 @@ def run_metrics(ranks: np.ndarray) -> dict[str, float]:
 def compare(runs: dict[str, list[Path]], baseline: str | None) -> dict:
     """{method: [ranks.parquet per seed]} -> per method: mean/std/per-seed of each metric, the relative
     change of NDCG@10 against ``baseline`` and paired t-test / Wilcoxon p-values over users."""
-    from scipy import stats
 
     users_ref = None
     per_method, user_ndcg = {}, {}
@@ -63,14 +62,21 @@ def compare(runs: dict[str, list[Path]], baseline: str | None) -> dict:
             if method == baseline:
                 row["paired_t_p"] = row["wilcoxon_p"] = float("nan")
                 continue
+            row["paired_t_p"], row["wilcoxon_p"] = paired_tests(user_ndcg[method], user_ndcg[baseline])
             diff = user_ndcg[method] - user_ndcg[baseline]
-            if not diff.any():
-                row["paired_t_p"] = row["wilcoxon_p"] = 1.0
-                continue
-            row["paired_t_p"] = float(stats.ttest_rel(user_ndcg[method], user_ndcg[baseline]).pvalue)
-            row["wilcoxon_p"] = float(stats.wilcoxon(diff[diff != 0]).pvalue)
-            row["detectable_relative_ndcg@10"] = detectable_change(diff, base)
+            if diff.any():
+                row["detectable_relative_ndcg@10"] = detectable_change(diff, base)
     return {"baseline": baseline, "users": 0 if users_ref is None else int(len(users_ref)), "methods": per_method}
+
+
+def paired_tests(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Paired t-test and Wilcoxon signed-rank p-values of per-user ``a`` against ``b`` (1.0 when they are equal)."""
+    from scipy import stats
+
+    diff = a - b
+    if not diff.any():
+        return 1.0, 1.0
+    return float(stats.ttest_rel(a, b).pvalue), float(stats.wilcoxon(diff[diff != 0]).pvalue)
 
 
 def detectable_change(diff: np.ndarray, base: float, alpha: float = 0.05, power: float = 0.8) -> float:

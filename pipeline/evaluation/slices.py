@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.evaluation.comparison import load_ranks
+from pipeline.evaluation.comparison import load_ranks, paired_tests
 from pipeline.evaluation.metrics import user_gains
 
 COLD_MAX = 2  # a target seen at most this often in training is "cold" (on Scientific: 887 of 8,317 test users)
@@ -113,8 +113,6 @@ def slice_order(labels) -> list[str]:
 
 # ----- the comparison within slices --------------------------------------------------------------
 def _cell(ndcg: np.ndarray, hit: np.ndarray, base_ndcg: np.ndarray | None, inside: np.ndarray) -> dict:
-    from scipy import stats
-
     cell = {"users": int(inside.sum()), "ndcg@10": float(ndcg[inside].mean()) if inside.any() else float("nan"),
             "recall@10": float(hit[inside].mean()) if inside.any() else float("nan")}
     if base_ndcg is None:
@@ -122,12 +120,10 @@ def _cell(ndcg: np.ndarray, hit: np.ndarray, base_ndcg: np.ndarray | None, insid
     base = float(base_ndcg[inside].mean()) if inside.any() else float("nan")
     cell["baseline_ndcg@10"] = base
     cell["relative_ndcg@10"] = cell["ndcg@10"] / base - 1.0 if base > 0 else float("nan")
-    diff = ndcg[inside] - base_ndcg[inside]
-    if inside.sum() < 2 or not diff.any():
-        cell["paired_t_p"] = cell["wilcoxon_p"] = 1.0 if inside.sum() >= 2 else float("nan")
+    if inside.sum() < 2:
+        cell["paired_t_p"] = cell["wilcoxon_p"] = float("nan")
     else:
-        cell["paired_t_p"] = float(stats.ttest_rel(ndcg[inside], base_ndcg[inside]).pvalue)
-        cell["wilcoxon_p"] = float(stats.wilcoxon(diff[diff != 0]).pvalue)
+        cell["paired_t_p"], cell["wilcoxon_p"] = paired_tests(ndcg[inside], base_ndcg[inside])
     return cell
 
 
