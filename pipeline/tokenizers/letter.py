@@ -104,7 +104,7 @@ def diversity_loss(codebooks: torch.Tensor, codes: torch.Tensor, code_cluster: t
         # a uniform draw among the candidates: the largest of i.i.d. uniforms restricted to them
         noise = torch.rand(same.shape, generator=generator).to(same.device)
         positive = noise.masked_fill(~same, -1.0).argmax(1)
-        vectors = codebooks[level][c]
+        vectors = F.embedding(c, codebooks[level])  # repeatable backward, as RQVAE.quantize
         logits = (vectors @ codebooks[level].T).masked_fill(own, float("-inf"))
         total = total + F.cross_entropy(logits[has], positive[has])
     return total / L

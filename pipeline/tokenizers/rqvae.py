@@ -41,6 +41,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -256,7 +257,9 @@ class RQVAE(nn.Module):
                     c = sinkhorn_codes(dists, sinkhorn_epsilon, sinkhorn_iters)
                 else:
                     c = dists.argmin(1)
-            q = book[c]
+            # F.embedding, not book[c]: the CPU backward of an index accumulates with atomic adds, whose
+            # order varies run to run on more than one thread (docs/performance.md, "Reproducibility").
+            q = F.embedding(c, book)
             # Codebook term moves the codes towards the residuals; commitment term (weight beta)
             # moves the encoder (and earlier codes) towards the codes. Per-item squared norm, batch mean.
             rq_loss = rq_loss + ((residual.detach() - q) ** 2).sum(-1).mean() \

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from pipeline.models.base import READS_SEMANTIC_IDS, READS_TOKENIZER, EpochSums, ModelInputs, Phase
 from pipeline.models.etegrec.alignment import code_logits, symmetric_info_nce, symmetric_kl
@@ -242,7 +243,7 @@ class Etegrec(Tiger):
             residuals.append(residual)
             with torch.no_grad():
                 nearest = torch.cdist(residual, books[level]).argmin(1)
-            residual = residual - books[level][nearest]
+            residual = residual - F.embedding(nearest, books[level])  # repeatable backward, as RQVAE.quantize
         return code_logits(torch.stack(residuals, 1), books, sign=SIA_SIGNS[self.config.sia_sign])
 
     def _alignment(self, batch: dict[str, torch.Tensor], encoded: torch.Tensor, decoded: torch.Tensor,
