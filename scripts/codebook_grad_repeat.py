@@ -3,9 +3,10 @@
 Runs the trained tokenizer's forward and backward pass on one batch of items (with repeats, as a training batch
 of targets has) several times, and prints which parameters' gradients differ between the passes. On the 2-core
 AMD EPYC with two threads the codebook gradient differed in every pass (`book[c]`: an indexed accumulation the CPU
-kernel does with atomic adds); with ``--embedding-lookup`` (``F.embedding(c, book)``) it repeated.
+kernel does with atomic adds); with ``F.embedding(c, book)``, which the quantiser now uses, it repeated.
+``--index-lookup`` puts the old ``book[c]`` back for the comparison.
 
-    python scripts/codebook_grad_repeat.py --threads 2 [--embedding-lookup]
+    python scripts/codebook_grad_repeat.py --threads 2 [--index-lookup]
 """
 from __future__ import annotations
 
@@ -27,17 +28,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=6)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--embedding-lookup", action="store_true", help="look codes up with F.embedding instead")
+    ap.add_argument("--index-lookup", action="store_true", help="look codes up with book[c], as before")
     args = ap.parse_args()
     portable_cpu_numerics(log=lambda *a: None)
     torch.set_num_threads(args.threads)
     import pipeline.tokenizers.rqvae as rqvae
 
-    if args.embedding_lookup:
+    if args.index_lookup:
         source = textwrap.dedent(inspect.getsource(rqvae.RQVAE.quantize))
-        assert "q = book[c]" in source, "RQVAE.quantize no longer looks codes up with book[c]"
+        assert "q = F.embedding(c, book)" in source, "RQVAE.quantize no longer looks codes up with F.embedding"
         namespace = dict(vars(rqvae))
-        exec(source.replace("q = book[c]", "q = torch.nn.functional.embedding(c, book)"), namespace)
+        exec(source.replace("q = F.embedding(c, book)", "q = book[c]"), namespace)
         rqvae.RQVAE.quantize = namespace["quantize"]
     vectors = torch.from_numpy(np.load(paths.EMBEDDINGS))
     items = torch.randint(0, len(vectors), (args.batch,), generator=torch.Generator().manual_seed(0))
@@ -53,7 +54,7 @@ def main() -> None:
     runs = [gradients() for _ in range(args.repeats)]
     differing = sorted({n for r in runs[1:] for n in r if r[n] != runs[0][n]})
     print(f"{args.repeats} passes on {args.threads} thread(s), lookup "
-          f"{'F.embedding' if args.embedding_lookup else 'book[c]'}: "
+          f"{'book[c]' if args.index_lookup else 'F.embedding'}: "
           + (f"gradients differ in {differing}" if differing else "every gradient repeated"))
 
 

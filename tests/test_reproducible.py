@@ -71,3 +71,31 @@ print(hashlib.md5(open("{out_dir}/best.safetensors", "rb").read()).hexdigest())
 def test_training_repeats_its_bytes_on_the_same_thread_count(tmp_path):
     """The setting cpu_threads fixes is enough: two trainings on 2 threads write identical weights."""
     assert trained_weights_md5(tmp_path / "a") == trained_weights_md5(tmp_path / "b")
+
+
+def test_the_quantiser_backward_repeats_on_two_threads_when_items_share_codes():
+    """Codebook gradients repeat bit for bit on two threads. An indexed lookup (``book[c]``) accumulated them with
+    atomic adds whose order varied from pass to pass (docs/performance.md, "Reproducibility"), so ETEGRec, which
+    trains the codebooks with the recommender, wrote other weights on every run."""
+    import hashlib
+
+    import torch
+
+    from pipeline.tokenizers.rqvae import RQVAE, RQVAEConfig
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        model = RQVAE(RQVAEConfig(in_dim=384))  # the default tokenizer's sizes: 384 -> 512 -> 256 -> 128 -> e = 128
+        model.init_codebooks(torch.randn(1024, 384), generator=torch.Generator().manual_seed(0), iters=2)
+        items = torch.randn(256, 384)
+        items[:128] = items[128:]  # as a batch of targets: many items pick the same codes
+        digests = set()
+        for _ in range(4):
+            model.zero_grad()
+            model(items)["loss"].backward()
+            digests.add(hashlib.sha256(model.codebooks.grad.numpy().tobytes()).hexdigest())
+        assert len(digests) == 1, f"{len(digests)} different codebook gradients in 4 identical passes"
+    finally:
+        torch.set_num_threads(threads)
