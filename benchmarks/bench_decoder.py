@@ -43,7 +43,8 @@ def trained_or_random(method: str, n_users: int, seed: int, paper_size: bool = F
     model = Tiger(TigerConfig(n_items=len(codes), depth=4, codebook_size=K), torch.as_tensor(codes))
     lengths = rng.integers(3, 21, n_users)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    split = Split(np.arange(n_users), offsets, rng.integers(0, len(codes), offsets[-1]), rng.integers(0, len(codes), n_users))
+    split = Split(np.arange(n_users), offsets, rng.integers(0, len(codes), offsets[-1]),
+                  rng.integers(0, len(codes), n_users))
     return model, split, "randomly initialised TIGER of the paper's size on synthetic IDs"
 
 
@@ -121,7 +122,8 @@ def main() -> None:
     device = torch.device(args.device)
     model.to(device).eval()
     idx = np.arange(min(args.users, len(split)))
-    batches = [model.make_batch(split, idx[i : i + args.batch_size], device) for i in range(0, len(idx), args.batch_size)]
+    batches = [model.make_batch(split, idx[i : i + args.batch_size], device)
+               for i in range(0, len(idx), args.batch_size)]
     trie = python_trie(model.item_tokens.cpu())
     print(f"{what}; {len(idx)} users, beam {args.beam}, batch {args.batch_size}, device {device}, "
           f"{model.config.n_items:,} items")

@@ -55,7 +55,8 @@ print(json.dumps({"seconds": time.perf_counter() - t,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--interactions", type=lambda s: int(s.replace("_", "")), default=10_000_000)
-    ap.add_argument("--workdir", type=Path, default=None, help="where to write the synthetic data (default: a temp dir)")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="where to write the synthetic data (default: a temp dir)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         raw = Path(tmp) / "raw"
@@ -72,7 +73,8 @@ def main() -> None:
             sys.exit(proc.returncode)
         r = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"filter on {args.interactions:,} interactions: {r['seconds']:.1f} s (target 30 s, ratio "
-          f"{r['seconds'] / 30:.2f}), peak RSS {r['peak_rss_gb']:.2f} GB (target 3 GB, ratio {r['peak_rss_gb'] / 3:.2f})")
+          f"{r['seconds'] / 30:.2f}), peak RSS {r['peak_rss_gb']:.2f} GB "
+          f"(target 3 GB, ratio {r['peak_rss_gb'] / 3:.2f})")
     print(f"  after 5-core: {r['users']:,} users, {r['items']:,} items, {r['interactions']:,} interactions, "
           f"{r['train_samples']:,} training samples")
 

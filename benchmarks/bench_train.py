@@ -45,14 +45,16 @@ from pipeline.training.trainer import Trainer
 
 # untimed steps before each row: compilation, and glibc's malloc raising its mmap threshold as blocks are freed
 WARM_UP = 8
-PAPER_SIZE = {"num_layers": 4, "num_decoder_layers": 4, "num_heads": 6, "d_kv": 64, "d_ff": 1024}  # the TIGER paper's T5 (Rajput et al. 2023)
+# the TIGER paper's T5 (Rajput et al. 2023)
+PAPER_SIZE = {"num_layers": 4, "num_decoder_layers": 4, "num_heads": 6, "d_kv": 64, "d_ff": 1024}
 
 
 def synthetic(n_samples: int, n_items: int, seed: int) -> Split:
     rng = np.random.default_rng(seed)
     lengths = np.minimum(rng.geometric(0.15, n_samples), 20)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    return Split(np.arange(n_samples), offsets, rng.integers(0, n_items, offsets[-1]), rng.integers(0, n_items, n_samples))
+    return Split(np.arange(n_samples), offsets, rng.integers(0, n_items, offsets[-1]),
+                 rng.integers(0, n_items, n_samples))
 
 
 class PlainT5(torch.nn.Module):

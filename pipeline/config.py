@@ -5,6 +5,7 @@ stops the stage with a message naming the key (README, "The stages").
 """
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -278,10 +279,13 @@ class ReportParams(_Strict):
 
 
 class Params(_Strict):
+    # Settings shared by a family of blocks (params.yaml, "defaults"): a block's ``extends`` names one, and
+    # :func:`resolve_extends` fills in what the block does not set before this schema checks the result.
+    defaults: dict[str, dict] = Field(default_factory=dict)
     # Shared seed (DECOR appendix: 2025).
     seed: int = Field(2025, ge=0)
-    # torch threads of train@ and evaluate@ on a CPU: their bytes depend on the count (pipeline/runtime/reproducible.py),
-    # so it is a setting recorded in dvc.lock and not the machine's core count.
+    # torch threads of train@ and evaluate@ on a CPU: their bytes depend on the count
+    # (pipeline/runtime/reproducible.py), so it is a setting recorded in dvc.lock and not the machine's core count.
     cpu_threads: int = Field(2, ge=1)
     data: DataParams = DataParams()
     filter: FilterParams = FilterParams()
@@ -378,7 +382,72 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return params_from_dict(raw, path)
 
 
+# Sections whose blocks may name another block to start from (``extends``).
+INHERITING_SECTIONS = ("tokenizers", "more_tokenizers", "methods", "more_methods")
+# The sections dvc.yaml makes stages of: a stage's params are its own block and the one defaults block it extends
+# (``${item.extends}``), so their blocks extend a defaults block directly, never a chain DVC could not follow.
+DAG_SECTIONS = ("tokenizers", "methods")
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``override`` on top of ``base``: nested mappings merge key by key, any other value replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else copy.deepcopy(value)
+    return out
+
+
+def resolve_extends(raw: dict, path: str | Path = "params.yaml") -> dict:
+    """A copy of ``raw`` in which every block of :data:`INHERITING_SECTIONS` that names ``extends: <section>.<name>``
+    is that block's settings merged over its own keys (:func:`deep_merge`), ``extends`` removed.
+
+    There are no YAML anchors in params.yaml: DVC's ``dvc exp run -S`` writes the file back through a YAML
+    round trip that expands aliases, so an aliased block kept the old value. With ``extends`` every key a user sees
+    is one setting, and ``-S`` on it changes exactly the stages that read it."""
+    out = copy.deepcopy(raw)
+    defaults = out.get("defaults") or {}
+    if not isinstance(defaults, dict) or any(not isinstance(v, dict) for v in defaults.values()):
+        raise ParamsError(f"{path}: defaults: expected a mapping of named blocks, each a mapping of settings")
+    done: dict[tuple[str, str], dict] = {}
+
+    def resolve(section: str, name: str, chain: tuple[str, ...]) -> dict:
+        if (section, name) in done:
+            return done[(section, name)]
+        block = out[section][name]
+        where = f"{section}.{name}"
+        if not isinstance(block, dict) or "extends" not in block:
+            return block
+        parent = block["extends"]
+        if not isinstance(parent, str) or parent.count(".") != 1:
+            raise ParamsError(f"{path}: {where}.extends: expected <section>.<block>, e.g. defaults.generative "
+                              f"(got {parent!r})")
+        if parent in chain:
+            raise ParamsError(f"{path}: {where}.extends: a cycle ({' -> '.join((*chain, parent))})")
+        parent_section, parent_name = parent.split(".")
+        if section in DAG_SECTIONS and parent_section != "defaults":
+            raise ParamsError(f"{path}: {where}.extends: {parent}: a block of {section} extends a block of defaults "
+                              f"(dvc.yaml tracks that one block as the stage's parameters); copy the keys you need")
+        container = defaults if parent_section == "defaults" else (out.get(parent_section) or {})
+        if parent_section not in ("defaults", *INHERITING_SECTIONS) or parent_name not in container:
+            known = sorted(f"defaults.{n}" for n in defaults)
+            raise ParamsError(f"{path}: {where}.extends: no block {parent} (defaults blocks: {known})")
+        base = container[parent_name] if parent_section == "defaults" \
+            else resolve(parent_section, parent_name, (*chain, parent))
+        merged = deep_merge(base, {k: v for k, v in block.items() if k != "extends"})
+        done[(section, name)] = merged
+        return merged
+
+    for section in INHERITING_SECTIONS:
+        blocks = out.get(section)
+        if isinstance(blocks, dict):
+            for name in list(blocks):
+                blocks[name] = resolve(section, name, (f"{section}.{name}",))
+    return out
+
+
 def params_from_dict(raw: dict, path: str | Path = "params.yaml") -> Params:
+    raw = resolve_extends(raw, path)
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     who.add_argument("--user", help="raw user id of the data")
     who.add_argument("--history", help="raw item ids, oldest first, separated by commas")
     ap.add_argument("--k", type=int, default=10, help="list length (default 10)")
-    ap.add_argument("--data", type=Path, default=paths.SEQUENCES_DIR, help=f"the filter stage's folder ({paths.SEQUENCES_DIR})")
+    ap.add_argument("--data", type=Path, default=paths.SEQUENCES_DIR,
+                    help=f"the filter stage's folder ({paths.SEQUENCES_DIR})")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     try:

@@ -1,4 +1,5 @@
-"""Where and how DECOR's token composition collapses (docs/decor_collapse.md): per-sample composition weights during training.
+"""Where and how DECOR's token composition collapses (docs/decor_collapse.md): per-sample composition weights \
+during training.
 
 Trains params.yaml's DECOR block (methods.<name> or more_methods.<name>) with the shared trainer on this
 workspace's data and, every ``--every`` training steps, records from the step's own batch, per level:
@@ -133,7 +134,8 @@ def main() -> None:
                 row = {"step": state["step"], **level_stats(model, u.detach(), weights.detach())}
                 rows.append(row)
                 print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
-                               if k in ("step", "context_cos_mean", "query_cos_mean") or k.startswith(("l1_", "l2_", "l3_")) and any(
+                               if k in ("step", "context_cos_mean", "query_cos_mean")
+                               or k.startswith(("l1_", "l2_", "l3_")) and any(
                                    s in k for s in ("max_mean", "onehot", "distinct", "top_winner_share",
                                                     "active", "gap", "winner_key", "median_key"))),
                       flush=True)

@@ -34,7 +34,8 @@ def open_page(page: Path, out: Path | None = None, chromium: str | None = None, 
         try:
             tab = browser.new_page(viewport={"width": width, "height": height})
             tab.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-            tab.on("console", lambda msg: errors.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None)
+            tab.on("console",
+                   lambda msg: errors.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None)
             tab.on("requestfailed", lambda req: errors.append(f"request failed: {req.url}"))
             tab.goto(Path(page).resolve().as_uri())
             tab.wait_for_load_state("load")

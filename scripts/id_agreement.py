@@ -29,7 +29,8 @@ def main() -> None:
     args = ap.parse_args()
     root = args.workspace
     vectors = load_embeddings(root / args.vectors)
-    print("| tokenizer | first code shared | chance | first two codes shared | chance |\n| --- | --- | --- | --- | --- |")
+    print("| tokenizer | first code shared | chance | first two codes shared | chance |\n"
+          "| --- | --- | --- | --- | --- |")
     for name in load_params(root / "params.yaml").tokenizers:
         table = root / paths.semantic_ids_dir(name) / "ids.parquet"
         if not table.exists():

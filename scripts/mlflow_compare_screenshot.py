@@ -1,7 +1,7 @@
 """Open MLflow's compare view of methods' runs in headless Chromium, check they appear, save a screenshot.
 
 Starts `mlflow server` on the tracking store (the project's `mlruns.db` by default) on a free local port,
-picks each method's latest finished run that has test metrics (the train and evaluate stages share it),
+picks each method's latest finished run that has test metrics (its evaluate@<method> run),
 opens `#/compare-runs` with those runs, charts their test NDCG@10 and Recall@10, shows only the
 parameters and metrics that differ, waits until every run name and the NDCG@10 axis are on the page,
 and writes a PNG. Exits non-zero, naming what is missing, when a run cannot be found or does not
@@ -73,11 +73,12 @@ def latest_runs(store_uri: str, experiment: str, methods: list[str]) -> tuple[st
     runs = {}
     for method in methods:
         found = client.search_runs([exp.experiment_id],
-                                   filter_string=f"attributes.run_name = '{method}' and attributes.status = 'FINISHED'",
+                                   filter_string=f"attributes.run_name = 'evaluate@{method}' "
+                                                 "and attributes.status = 'FINISHED'",
                                    order_by=["attributes.start_time DESC"], max_results=50)
         with_test = [r for r in found if CHECKED_METRIC in r.data.metrics]
         if not with_test:
-            raise ScreenshotError(f"experiment {experiment!r} has no finished run named {method!r} with "
+            raise ScreenshotError(f"experiment {experiment!r} has no finished run named 'evaluate@{method}' with "
                                   f"{CHECKED_METRIC} (run `dvc repro evaluate@{method}` first)")
         runs[method] = with_test[0].info.run_id
     return exp.experiment_id, runs
@@ -127,7 +128,7 @@ def screenshot(store_uri: str, experiment: str, methods: list[str], out: Path, c
             page.goto(url, timeout=timeout_s * 1000)
             try:
                 for method in methods:
-                    page.get_by_text(method, exact=True).first.wait_for(timeout=timeout_s * 1000)
+                    page.get_by_text(f"evaluate@{method}", exact=True).first.wait_for(timeout=timeout_s * 1000)
                 compact_compare_view(page, CHART_METRICS)
                 page.locator("svg text", has_text=CHECKED_METRIC).first.wait_for(timeout=timeout_s * 1000)
             except PlaywrightTimeout:

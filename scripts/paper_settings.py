@@ -36,22 +36,37 @@ TRAIN_PAPER = {"epochs": 200, "patience": 20, "warmup_steps": 10000, "max_eval_s
 TRAIN_SASREC = {"epochs": 200, "patience": 20, "max_eval_samples": 0}
 ENCODER = "sentence-transformers/sentence-t5-base"  # DECOR, ETEGRec, LETTER: sentence-t5-base (768-d)
 
+# The generative family's backbone and budget (params.yaml, defaults.generative), then each method's own keys.
 PAPER = {
-    "sasrec": {"train": TRAIN_SASREC},
-    "tiger": {"backbone": T5_PAPER, "train": TRAIN_PAPER},
-    "decor": {"backbone": T5_PAPER, "train": TRAIN_PAPER},
-    "etegrec": {"backbone": T5_ETEGREC, "train": TRAIN_PAPER},
-    "letter": {"backbone": T5_PAPER, "train": TRAIN_PAPER},
-    "discrec_t": {"backbone": {**T5_PAPER, **DISCREC_BRANCH}, "train": TRAIN_PAPER},
-    "discrec_l": {"backbone": {**T5_PAPER, **DISCREC_BRANCH}, "train": TRAIN_PAPER},
+    "defaults.generative.backbone": T5_PAPER,
+    "defaults.generative.train": TRAIN_PAPER,
+    "methods.sasrec.train": TRAIN_SASREC,
+    "methods.etegrec.backbone": T5_ETEGREC,
+    "methods.discrec_t.backbone": DISCREC_BRANCH,
+    "methods.discrec_l.backbone": DISCREC_BRANCH,
 }
 
 
-def overrides(encoder: bool = False) -> list[str]:
-    """`KEY=VALUE` assignments (dotted params.yaml keys) for `dvc exp run -S`."""
-    out = [f"methods.{method}.{section}.{key}={value}"
-           for method, sections in PAPER.items() for section, values in sections.items()
-           for key, value in values.items()]
+def has_key(raw: dict, dotted: str) -> bool:
+    node = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def overrides(encoder: bool = False, params: Path = REPO / "params.yaml") -> list[str]:
+    """`KEY=VALUE` assignments for `dvc exp run -S`: a key params.yaml has is set as it is, one it lacks (a method
+    that takes the key from its family) is added to the method's block with Hydra's `++`."""
+    import yaml
+
+    raw = yaml.safe_load(params.read_text())
+    out = []
+    for section, values in PAPER.items():
+        for key, value in values.items():
+            dotted = f"{section}.{key}"
+            out.append(f"{'' if has_key(raw, dotted) else '++'}{dotted}={value}")
     if encoder:
         out.append(f"embed.model={ENCODER}")
     return out

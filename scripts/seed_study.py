@@ -93,7 +93,8 @@ def training_diagnostics(results: dict[str, list[dict]], runs: Path) -> str:
         valid = mean_std([r["summary"].get("best_valid_ndcg@10", float("nan")) for r in runs_list])
         epochs = "/".join(str(r["summary"].get("epochs_run", "?")) for r in runs_list)
         last = [r["history"][-1] if r.get("history") else {} for r in runs_list]
-        levels = sorted({int(k.rsplit("_l", 1)[1]) for row in last for k in row if k.startswith("composition_active_l")})
+        levels = sorted({int(k.rsplit("_l", 1)[1]) for row in last for k in row
+                         if k.startswith("composition_active_l")})
         if not levels:
             lines.append(f"| {method} | {valid} | {epochs} | — | — | — | — | — | — |")
         for level in levels:
@@ -120,7 +121,8 @@ def id_dynamics(results: dict[str, list[dict]]) -> str:
                       "changed at its end, the new IDs' per-level utilisation and collision rate, and the loss terms "
                       "(mean ± std over seeds; — where the epoch had none)."]
         lines += ["", f"**{method}**", "", "| epoch | phase | IDs changed | utilisation l1 / l2 / l3 | collisions "
-                  "| REC | SQ | SIA | PSA | valid N@10 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| REC | SQ | SIA | PSA | valid N@10 |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for i in range(max(len(h) for h in histories)):
             rows = [h[i] for h in histories if len(h) > i]
 
@@ -129,7 +131,8 @@ def id_dynamics(results: dict[str, list[dict]]) -> str:
                 return mean_std(values) if values else "—"
 
             util = " / ".join(cell(f"utilisation_l{level}") for level in (1, 2, 3))
-            lines.append(f"| {i + 1} | {'/'.join(sorted({row.get('phase', '') for row in rows}))} | {cell('ids_changed')} "
+            lines.append(f"| {i + 1} | {'/'.join(sorted({row.get('phase', '') for row in rows}))} "
+                         f"| {cell('ids_changed')} "
                          f"| {util} | {cell('collision_rate')} | {cell('loss_rec')} | {cell('loss_sq')} "
                          f"| {cell('loss_sia')} | {cell('loss_psa')} | {cell('valid_ndcg@10')} |")
     return "\n".join(lines) + ("\n" if lines else "")

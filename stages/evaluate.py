@@ -1,5 +1,6 @@
 """DVC stage `evaluate@<method>`: rank every test user's items with the model folder alone; Recall/NDCG/
-invalid@K; per-user ranks. The results join the MLflow run of the method's train stage."""
+invalid@K; per-user ranks. Its MLflow run is nested beside the
+train stage's under the method's parent run."""
 import sys
 
 from pipeline import paths
@@ -18,9 +19,14 @@ def main(method: str) -> None:
                                                                   params.evaluate)
     metrics_path = paths.METRICS_DIR / f"evaluate_{method}.json"
     write_json(results, metrics_path)
-    run_id = tracking.latest_run_id(params.data.dataset_name, f"train@{method}")
-    with tracking.stage_run(f"evaluate@{method}", params.data.dataset_name, {"evaluate": params.evaluate.model_dump()},
-                            run_name=method, run_id=run_id) as run:
+    # the train run's settings beside the test metrics, so that MLflow's compare view has both in one row
+    train_run = tracking.latest_run(params.data.dataset_name, f"train@{method}")
+    trained_with = dict(train_run.data.params) if train_run is not None else {}
+    with tracking.stage_run(f"evaluate@{method}", params.data.dataset_name,
+                            {**trained_with, "evaluate": params.evaluate.model_dump()},
+                            group=f"method:{method}") as run:
+        if train_run is not None:
+            run.set_tags({"train.run_id": train_run.info.run_id})
         run.log_metrics({f"test_{k}": v for k, v in results.items() if isinstance(v, float)})
         run.set_tags({"evaluate.precision_used": results["precision"], "evaluate.device_used": results["device"]})
         run.log_artifact(str(metrics_path))

@@ -1,10 +1,10 @@
 """DVC stage `explore`: the semantic-ID explorer (``pipeline.analysis.explorer``), static HTML in `reports/explorer/`.
 
-One page per tokenizer of params.yaml's ``tokenizers`` (its IDs in ``data/processed/semantic_ids``), one per model folder named with
-``--learned`` whose IDs differ from its tokenizer's (ETEGRec learns its own), one per DECOR model folder named with
-``--composition`` (its composition weights over the test users), and ``index.html``; ``--neighbours`` names SASRec's
-item-embedding export, for the agreement with collaborative neighbours. dvc.yaml names the same files as the stage's
-deps, so training another method does not re-run it. Open `reports/explorer/index.html` in a browser.
+One page per tokenizer of params.yaml's ``tokenizers`` (its IDs in ``data/processed/semantic_ids``), one per model
+folder named with ``--learned`` whose IDs differ from its tokenizer's (ETEGRec learns its own), one per DECOR model
+folder named with ``--composition`` (its composition weights over the test users), and ``index.html``; ``--neighbours``
+names SASRec's item-embedding export, for the agreement with collaborative neighbours. dvc.yaml names the same files as
+the stage's deps, so training another method does not re-run it. Open `reports/explorer/index.html` in a browser.
 
     python -m stages.explore --learned data/models/etegrec --composition data/models/decor \
         --neighbours data/models/sasrec/item_embeddings.safetensors
@@ -54,8 +54,8 @@ def id_tables(n_items: int, tokenizers: list[str], learned: list[Path]) -> list[
         info = read_info(folder)
         tokenizer = paths.tokenizer_of((info.get("inputs") or [""])[0])
         if not (folder / IDS_FILE).exists() or tokenizer not in tables:
-            raise ParamsError(f"{folder}: holds no semantic IDs of a tokenizer ({IDS_FILE}); --learned names models that "
-                              "learn their own IDs, such as ETEGRec's")
+            raise ParamsError(f"{folder}: holds no semantic IDs of a tokenizer ({IDS_FILE}); --learned names models "
+                              "that learn their own IDs, such as ETEGRec's")
         ids = read_id_table(folder / IDS_FILE, n_items)
         if np.array_equal(ids, tables[tokenizer].ids):
             continue  # training left the tokenizer's IDs as they were: nothing new to show
@@ -107,9 +107,12 @@ def explore(out_dir: Path = EXPLORER_DIR, tokenizers: list[str] = (), learned: l
             s = data["stats"]
             nb = data.get("neighbours", {}).get("levels", [{}])[0]
             summaries.append({"name": table.name, "kind": table.source,
-                              "summary": f"{table.levels} × {table.codebook_size}; collision rate {s['collision_rate']:.1%}; "
-                              + ", ".join(f"level {lv + 1} uses {s[f'utilisation_l{lv + 1}']:.0%}" for lv in range(table.levels))
-                              + (f"; SASRec neighbours share the first code {nb['share']:.1%} (chance {nb['chance']:.1%})"
+                              "summary": f"{table.levels} × {table.codebook_size}; "
+                              f"collision rate {s['collision_rate']:.1%}; "
+                              + ", ".join(f"level {lv + 1} uses {s[f'utilisation_l{lv + 1}']:.0%}"
+                                          for lv in range(table.levels))
+                              + (f"; SASRec neighbours share the first code {nb['share']:.1%} "
+                                 f"(chance {nb['chance']:.1%})"
                                  if nb else "")})
             log(f"[explore] {table.name}: {len(table.ids):,} items, collision rate {s['collision_rate']:.3f}")
         for (folder, info), page in zip(decor, pages[len(tables):]):
@@ -134,8 +137,7 @@ def main(argv: list[str]) -> None:
     pin_threads(params.cpu_threads)
     summaries = as_flow(explore, name="explore")(EXPLORER_DIR, list(params.tokenizers), args.learned, args.composition,
                                                  args.neighbours)
-    with tracking.stage_run("explore", params.data.dataset_name, {"cpu_threads": params.cpu_threads},
-                            run_name="explorer") as run:
+    with tracking.stage_run("explore", params.data.dataset_name, {"cpu_threads": params.cpu_threads}) as run:
         run.log_artifacts(str(EXPLORER_DIR), artifact_path="explorer")
         run.set_tags({"explorer.pages": ", ".join(s["name"] for s in summaries)})
 

@@ -8,7 +8,8 @@ those of params.yaml's `methods` that have results; several seeds per method com
 
 Also the same comparison within slices of the test users (``pipeline.evaluation.slices``: target popularity,
 history length, the size of the target's first-level ID group): a table per family in `comparison.md`, the
-figures in `reports/metrics/slices.json`, a bar chart in `reports/plots/slices.svg`; all logged to the report's MLflow run.
+figures in `reports/metrics/slices.json`, a bar chart in `reports/plots/slices.svg`; all logged to the report's
+MLflow run.
 """
 import csv
 import json
@@ -38,7 +39,8 @@ def training_budget(result_dir: Path) -> str:
     trained = json.loads(path.read_text()) if path.exists() else {}
     if "epoch" not in trained:
         return ""
-    return f"{trained['epoch']} (best {trained['best_epoch']})" + (f", {trained['precision']}" if "precision" in trained else "")
+    return (f"{trained['epoch']} (best {trained['best_epoch']})"
+            + (f", {trained['precision']}" if "precision" in trained else ""))
 
 
 def budget(params, methods: list[str], train_samples: int) -> str:
@@ -50,7 +52,8 @@ def budget(params, methods: list[str], train_samples: int) -> str:
             key = "counts of the training interactions, no training"
         else:
             every = t.samples_per_epoch or train_samples
-            validation = f"{t.max_eval_samples:,} fixed validation users" if t.max_eval_samples else "every validation user"
+            validation = (f"{t.max_eval_samples:,} fixed validation users" if t.max_eval_samples
+                          else "every validation user")
             key = (f"at most {t.epochs} epochs of {every:,} samples (batch {t.batch_size}, lr {t.lr:g}, "
                    f"{t.schedule} schedule, {t.warmup_steps} warm-up steps, patience {t.patience}), NDCG@10 on "
                    f"{validation} after every {t.eval_every} epoch(s) choosing the weights tested")
@@ -79,7 +82,8 @@ def write_slices(result: dict) -> None:
     charts = []
     for block in result["families"].values():
         groups = list(dict.fromkeys(s for row in block["methods"].values() for s in row))
-        series = {m: [row.get(g, {}).get("ndcg@10", float("nan")) for g in groups] for m, row in block["methods"].items()}
+        series = {m: [row.get(g, {}).get("ndcg@10", float("nan")) for g in groups]
+                  for m, row in block["methods"].items()}
         charts.append(svg.grouped_bars(groups, series, title=f"NDCG@10 by {block['title']}", height=chart_height,
                                        y_label="NDCG@10", colors=colors))
     body = "".join(f'<g transform="translate(0,{i * chart_height})">{c}</g>' for i, c in enumerate(charts))
@@ -112,7 +116,8 @@ def main() -> None:
     result = compare({m: [RESULTS / m / "ranks.parquet"] for m in methods}, baseline)
     text = (f"# Test metrics, {params.data.dataset_name}\n\n{result['users']} users, leave-one-out, full ranking. "
             "One run per method (seeds: `scripts/seed_study.py`); trained: epochs run (best validation epoch, "
-            "whose weights were tested), training precision; p-values: per-user NDCG@10 against the baseline (* p < 0.05, "
+            "whose weights were tested), training precision; p-values: per-user NDCG@10 against the baseline "
+            "(* p < 0.05, "
             "** p < 0.01).\n\n" + markdown(result, {m: training_budget(RESULTS / m) for m in methods}) + "\n"
             + budget(params, methods, json.loads(paths.SEQUENCE_STATS.read_text())["train_samples"]) + "\n")
     by_slice = slice_comparison(methods, baseline)
@@ -128,7 +133,7 @@ def main() -> None:
         for m, row in result["methods"].items():
             writer.writerow([m, f"{row['ndcg@10']['mean']:.6f}", f"{row['recall@10']['mean']:.6f}"])
     print(text)
-    with tracking.stage_run("report", params.data.dataset_name, {"report": params.report.model_dump()}, run_name="comparison") as run:
+    with tracking.stage_run("report", params.data.dataset_name, {"report": params.report.model_dump()}) as run:
         run.log_metrics(slice_metrics(by_slice))
         for path in (paths.COMPARISON, SLICES_JSON, SLICES_SVG):
             run.log_artifact(str(path))

@@ -20,7 +20,8 @@ def main(name: str) -> None:
     write_json(stats, metrics)
     section = {"data": params.data.model_dump(), "embed": params.embed.model_dump(),
                "tokenizer": block.model_dump(), "seed": params.seed}
-    with tracking.stage_run(f"semantic_ids@{name}", params.data.dataset_name, section, run_name=name) as run:
+    with tracking.stage_run(f"semantic_ids@{name}", params.data.dataset_name, section,
+                            group=f"tokenizer:{name}") as run:
         run.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, (int, float, bool))})
         run.log_artifact(str(metrics))
 

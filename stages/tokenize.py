@@ -1,4 +1,5 @@
-"""DVC stage `tokenize@<tokenizer>`: train the tokenizer of block tokenizers.<tokenizer> (docs/method_reference.md §3)."""
+"""DVC stage `tokenize@<tokenizer>`: train the tokenizer of block tokenizers.<tokenizer>
+(docs/method_reference.md §3)."""
 import sys
 
 from pipeline import paths
@@ -25,7 +26,7 @@ def main(name: str) -> None:
         if epoch % every == 0 or epoch == 1:
             print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
-    with tracking.stage_run(f"tokenize@{name}", params.data.dataset_name, section, run_name=name) as run:
+    with tracking.stage_run(f"tokenize@{name}", params.data.dataset_name, section, group=f"tokenizer:{name}") as run:
         final = as_flow(tokenize, name=f"tokenize-{name}")(block, params.seed, out_dir, curve, on_epoch=progress)
         write_json(final, paths.METRICS_DIR / f"tokenize_{name}.json")
         run.log_artifact(str(curve))

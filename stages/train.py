@@ -25,7 +25,7 @@ def main(method: str) -> None:
         # torchrun's other processes: train their share; rank 0 tracks, logs and writes every file
         train_method(params, method, out_dir, log=lambda *_: None)
         return
-    with tracking.stage_run(f"train@{method}", params.data.dataset_name, section, run_name=method) as run:
+    with tracking.stage_run(f"train@{method}", params.data.dataset_name, section, group=f"method:{method}") as run:
         summary, history = as_flow(train_method, name=f"train-{method}")(
             params, method, out_dir,
             on_epoch=lambda epoch, row: run.log_metrics({k: v for k, v in row.items() if isinstance(v, (int, float))

@@ -1,4 +1,5 @@
-"""Alignment losses (pipeline.models.etegrec.alignment): ETEGRec's SIA and PSA terms, LETTER's collaborative regulariser."""
+"""Alignment losses (pipeline.models.etegrec.alignment): ETEGRec's SIA and PSA terms, LETTER's collaborative
+regulariser."""
 import math
 
 import pytest

@@ -37,7 +37,8 @@ LOADED_FILES = textwrap.dedent('''
     import json, os, sys
     root, combos = sys.argv[1], json.loads(sys.argv[2])
     sys.path.insert(0, root)
-    import numpy, polars, pyarrow, pyarrow.parquet, torch, transformers, safetensors, yaml, pydantic, mlflow, requests, tqdm
+    import numpy, polars, pyarrow, pyarrow.parquet, torch, transformers, safetensors, yaml, pydantic, \
+mlflow, requests, tqdm
     result = {}
     for stage, module in combos:
         r, w = os.pipe()
@@ -93,7 +94,8 @@ def test_every_stage_depends_on_its_code_digest_and_on_no_code_file():
         deps = (stage.get("do") or stage)["deps"]
         code_files = [d for d in deps if d.startswith(("pipeline/", "stages/"))]
         assert not code_files, f"{name}: hand-listed code deps {code_files}; the code stage derives them"
-        expected = f"data/code/{name}_${{item.model}}.sha256" if name in PER_MODEL_STAGES else f"data/code/{name}.sha256"
+        expected = (f"data/code/{name}_${{item.model}}.sha256" if name in PER_MODEL_STAGES
+                    else f"data/code/{name}.sha256")
         assert expected in deps, f"{name}: its code digest {expected} is not among its deps {deps}"
 
 
@@ -144,8 +146,17 @@ def stales_after_edit(tmp_path: Path, edit: str, methods: dict) -> set[str]:
 
 
 def every_method() -> dict:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    return {**params["methods"], **params["more_methods"]}
+    """Every method block as a default-run block (its settings resolved, extending its family's defaults)."""
+    from pipeline.config import resolve_extends
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    resolved = resolve_extends(raw)
+    family = {name: block["extends"] for name, block in raw["methods"].items()}
+    root = {name: family[block["extends"].split(".")[1]] if not block["extends"].startswith("defaults.")
+            else block["extends"] for name, block in raw["more_methods"].items()}
+    assert all(r.startswith("defaults.") for r in root.values()), "a more_methods row two steps from its family"
+    return {**{n: {**b, "extends": family[n]} for n, b in resolved["methods"].items()},
+            **{n: {**b, "extends": root[n]} for n, b in resolved["more_methods"].items()}}
 
 
 def test_editing_discrecs_mask_stales_exactly_discrecs_train_and_evaluate_stages(tmp_path):

@@ -87,7 +87,8 @@ def test_the_codebook_decay_and_the_tokenizer_precision_are_what_the_block_says(
                       device="cpu", log=quiet)
     group = next(g for g in trainer.optimizer.param_groups if any(p is model.tokenizer.codebooks for p in g["params"]))
     assert group["weight_decay"] == 0.01 and group["params"] == [model.tokenizer.codebooks]
-    others = [g for g in trainer.optimizer.param_groups if any(p is model.tokenizer.encoder[0].weight for p in g["params"])]
+    others = [g for g in trainer.optimizer.param_groups
+              if any(p is model.tokenizer.encoder[0].weight for p in g["params"])]
     assert others[0]["weight_decay"] == 0.05  # the rest of the tokenizer: the paper's 0.05
     vectors = model.item_vectors[:4]
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -109,7 +109,8 @@ def test_explore_refuses_a_folder_that_is_not_what_its_option_says(workspace):
 def test_explorer_page_renders_in_chromium_without_errors(workspace, tmp_path):
     from stages import explore
 
-    explore.explore(Path("reports/explorer"), ["toy"], neighbours_from=Path("data/models/sasrec/item_embeddings.safetensors"),
+    explore.explore(Path("reports/explorer"), ["toy"],
+                    neighbours_from=Path("data/models/sasrec/item_embeddings.safetensors"),
                     log=lambda *a: None)
     result = shot.open_page(Path("reports/explorer/toy.html"), tmp_path / "toy.png")
     assert result["errors"] == []

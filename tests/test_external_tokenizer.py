@@ -41,10 +41,12 @@ def test_every_format_gives_the_catalogues_codes_in_item_order(tmp_path, fmt):
     elif fmt == "json":
         path = write(tmp_path, "codes.json", CODES)
     elif fmt == "parquet_list":
-        path = write(tmp_path, "codes.parquet", pl.DataFrame({"raw_item_id": list(CODES), "codes": list(CODES.values())}))
+        path = write(tmp_path, "codes.parquet",
+                     pl.DataFrame({"raw_item_id": list(CODES), "codes": list(CODES.values())}))
     else:
         path = write(tmp_path, "codes.parquet", pl.DataFrame({"raw_item_id": list(CODES),
-                                                              **{f"c{i + 1}": [v[i] for v in CODES.values()] for i in range(3)}}))
+                                                              **{f"c{i + 1}": [v[i] for v in CODES.values()]
+                                                                 for i in range(3)}}))
     codes, K, facts = read_external_codes(path, ITEMS)
     assert np.array_equal(codes, EXPECTED)
     assert K == 8 and facts["ignored_items"] == 1  # 1 + the largest code; "13" is not in the catalogue
@@ -58,7 +60,8 @@ def test_keys_may_be_the_pipeline_ids(tmp_path):
 
 
 @pytest.mark.parametrize("case,payload,message", [
-    ("missing", {k: v for k, v in CODES.items() if k != "12"}, "1 of the catalogue's 4 items have no codes, e.g. raw_item_id ['12']"),
+    ("missing", {k: v for k, v in CODES.items() if k != "12"},
+     "1 of the catalogue's 4 items have no codes, e.g. raw_item_id ['12']"),
     ("ragged", {**CODES, "11": [0, 5]}, "item '11' has 2 codes, item '10' has 3"),
     ("negative", {**CODES, "12": [4, -1, 4]}, "item '12' has codes [4, -1, 4], outside [0, 8)"),
     ("not integers", {**CODES, "11": [0, 5.5, 7]}, "item '11': codes must be integers"),

@@ -1,5 +1,5 @@
-"""LETTER's tokenizer (pipeline/tokenizers/letter.py on pipeline/tokenizers/rqvae.py): the switch that reduces it to the RQ-VAE, its
-two regularisers, the Sinkhorn-balanced last level, and the neighbour-agreement figure it logs."""
+"""LETTER's tokenizer (pipeline/tokenizers/letter.py on pipeline/tokenizers/rqvae.py): the switch that reduces it to the
+RQ-VAE, its two regularisers, the Sinkhorn-balanced last level, and the neighbour-agreement figure it logs."""
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +33,8 @@ def test_letter_block_with_regularisers_off_gives_the_rqvaes_ids(tmp_path):
     save_file({"item_embeddings": torch.randn(len(z), 5)}, str(tmp_path / "cf.safetensors"))
     inputs = [str(tmp_path / "text.npy"), str(tmp_path / "cf.safetensors")]
     blocks = {"rqvae": RQVAETokenizer(inputs=inputs[:1], **SMALL),
-              "letter": LetterTokenizer(inputs=inputs, collaborative_weight=0, diversity_weight=0, sinkhorn=False, **SMALL),
+              "letter": LetterTokenizer(inputs=inputs, collaborative_weight=0, diversity_weight=0, sinkhorn=False,
+                                        **SMALL),
               "letter_on": LetterTokenizer(inputs=inputs, **SMALL)}
     ids = {}
     for name, block in blocks.items():
@@ -41,7 +42,8 @@ def test_letter_block_with_regularisers_off_gives_the_rqvaes_ids(tmp_path):
         semantic_ids(block, tmp_path / f"tok_{name}", tmp_path / f"ids_{name}", log=lambda *_: None)
         ids[name] = read_id_table(tmp_path / f"ids_{name}" / "ids.parquet")
     assert np.array_equal(ids["letter"], ids["rqvae"])
-    assert (tmp_path / "tok_letter" / "model.safetensors").read_bytes() == (tmp_path / "tok_rqvae" / "model.safetensors").read_bytes()
+    assert ((tmp_path / "tok_letter" / "model.safetensors").read_bytes()
+            == (tmp_path / "tok_rqvae" / "model.safetensors").read_bytes())
     assert not np.array_equal(ids["letter_on"], ids["rqvae"])  # the regularisers do act
 
 

@@ -1,5 +1,5 @@
-"""Item boundaries for DiscRec's localized Transformer (pipeline.models.discrec.locality): no token attends outside its item,
-EOS and BOS belong to the adjacent item, padding and one-item histories included."""
+"""Item boundaries for DiscRec's localized Transformer (pipeline.models.discrec.locality): no token attends outside its
+item, EOS and BOS belong to the adjacent item, padding and one-item histories included."""
 import torch
 
 from pipeline.models.discrec.locality import PADDING_ITEM, decoder_items, encoder_items, local_attention_mask

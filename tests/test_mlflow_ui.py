@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("mlflow_compare_screenshot", REPO / "scripts" / "mlflow_compare_screenshot.py")
+spec = importlib.util.spec_from_file_location("mlflow_compare_screenshot",
+                                              REPO / "scripts" / "mlflow_compare_screenshot.py")
 shot = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = shot
 spec.loader.exec_module(shot)
@@ -26,13 +27,13 @@ def make_store(tmp_path: Path) -> tuple[str, dict[str, str]]:
     evaluated = {}
     for name, ndcg, extra in [("tiger", 0.0253, {}), ("decor", 0.0257, {"method.backbone.alpha": "0.25"}),
                               ("sasrec", 0.0587, {})]:
-        with mlflow.start_run(run_name=name) as run:
+        with mlflow.start_run(run_name=f"evaluate@{name}") as run:
             evaluated[name] = run.info.run_id
             mlflow.log_params({"method.model": name, **extra})
             for epoch, loss in enumerate([3.4, 1.9, 1.7], start=1):
                 mlflow.log_metric("train_loss", loss, step=epoch)
             mlflow.log_metrics({"test_ndcg_at_10": ndcg, "test_recall_at_10": 2 * ndcg})
-    with mlflow.start_run(run_name="tiger"):  # an unfinished train stage: no test metrics yet
+    with mlflow.start_run(run_name="evaluate@tiger"):  # an unfinished evaluate stage: no test metrics yet
         mlflow.log_metric("train_loss", 5.0)
     mlflow.set_tracking_uri(None)
     return uri, evaluated

@@ -74,7 +74,8 @@ def test_the_folder_holds_the_class_config_and_ids_and_no_per_run_value(workspac
     train_method(params, "tiger", second, log=quiet)
     info = json.loads((first / "model.json").read_text())
     assert info["model"] == "tiger" and info["method"] == "tiger"
-    assert {**TINY_T5, "n_items": N_ITEMS, "depth": 3, "codebook_size": 8, "max_history": 20}.items() <= info["config"].items()
+    assert {**TINY_T5, "n_items": N_ITEMS, "depth": 3, "codebook_size": 8,
+            "max_history": 20}.items() <= info["config"].items()
     assert info["catalogue"]["items"] == N_ITEMS
     assert np.array_equal(read_id_table(first / "semantic_ids.parquet"), ids)
     assert not (first / "run.json").exists()

@@ -17,15 +17,18 @@ TIGER = {"model": "tiger", "inputs": ["data/processed/semantic_ids/rqvae"]}
 @pytest.mark.parametrize("raw, message", [
     ({"methods": {"tiger": {**TIGER, "bakbone": {}}}}, r"methods.tiger.bakbone: unknown key"),
     ({"methods": {"tiger": {**TIGER, "train": {"epoch": 3}}}}, r"methods.tiger.train.epoch: unknown key"),
-    ({"methods": {"tiger": {**TIGER, "train": {"precision": "fp16"}}}}, r"methods.tiger.train.precision: Input should be"),
+    ({"methods": {"tiger": {**TIGER, "train": {"precision": "fp16"}}}},
+     r"methods.tiger.train.precision: Input should be"),
     ({"methods": {"tiger": {"model": "tiger"}}}, r"methods.tiger.inputs: Field required"),
     ({"methods": {"tiger": {**TIGER, "inputs": ["data/processed/semantic_ids/letter"]}}},
      r"methods.tiger.inputs: data/processed/semantic_ids/letter is the IDs of tokenizer 'letter', which has no block"),
     ({"methods": {"tiger": {**TIGER, "inputs": ["a", "b", "c"]}}}, r"methods.tiger.inputs: List should have at most 2"),
     ({"tokenizers": {"rqvae": {"model": "rqvae", "codebook_size": 1}}}, r"tokenizers.rqvae.codebook_size"),
     ({"tokenizers": {"rq vae": {"model": "rqvae"}}}, r"tokenizers.rq vae: a block name may hold"),
-    ({"tokenizers": {"letter": {"model": "letter", "inputs": ["text.npy"]}}}, r"tokenizers.letter.*inputs: List should have at least 2"),
-    ({"tokenizers": {"letter": {"model": "letter", "collaborative_weight": -1}}}, r"tokenizers.letter.*collaborative_weight"),
+    ({"tokenizers": {"letter": {"model": "letter", "inputs": ["text.npy"]}}},
+     r"tokenizers.letter.*inputs: List should have at least 2"),
+    ({"tokenizers": {"letter": {"model": "letter", "collaborative_weight": -1}}},
+     r"tokenizers.letter.*collaborative_weight"),
     ({"tokenizers": {"x": {"model": "vqvae"}}}, r"tokenizers.x.*model: Input should be 'rqvae'"),
     ({"evaluate": {"beam": 20}}, r"evaluate.beam: unknown key"),
     ({"report": {"baseline": "tiger", "extra": 1}}, r"report.extra: unknown key"),
@@ -77,12 +80,14 @@ def test_the_ablation_rows_are_decors_block_with_their_switches_only():
     letter = params.tokenizers["letter"].model_dump()
     shape = {"levels": 4, "code_dim": 32}
     assert {k: letter[k] for k in shape} == shape
-    assert {k: v for k, v in letter.items() if k in params.tokenizers["rqvae"].model_dump() and k not in ("model", "inputs")} \
+    assert {k: v for k, v in letter.items()
+            if k in params.tokenizers["rqvae"].model_dump() and k not in ("model", "inputs")} \
         == {k: v for k, v in params.tokenizers["rqvae"].model_dump().items() if k not in ("model", "inputs")} | shape
     assert params.method("letter").tokenizer == "letter" and params.method("discrec_l").tokenizer == "letter"
     assert params.method("discrec_t").tokenizer == "rqvae"
     discrec = params.method("discrec_t").model_dump()
-    for row, changed in {"discrec_t_no_ipe": {"item_positions": False}, "discrec_t_no_tf": {"localized_transformer": False},
+    for row, changed in {"discrec_t_no_ipe": {"item_positions": False},
+                         "discrec_t_no_tf": {"localized_transformer": False},
                          "discrec_t_no_gate": {"fusion": "sum"}}.items():
         assert params.method(row).model_dump() == {**discrec, "backbone": {**discrec["backbone"], **changed}}, row
 
@@ -109,11 +114,14 @@ def test_a_tokenizer_outside_the_default_dag_serves_more_methods_only():
     assert "rqvae_e32" not in params.tokenizers and params.tokenizer("rqvae_e32").code_dim == 32
     assert params.method("tiger_e32").tokenizer == "rqvae_e32"  # a more_methods row reads it
     # a default method cannot: the DAG would not make its IDs
-    moved = {**raw, "methods": {**raw["methods"], "tiger_e32": raw["more_methods"]["tiger_e32"]},
+    tiger_e32 = {**raw["methods"]["tiger"], **raw["more_methods"]["tiger_e32"], "extends": "defaults.generative"}
+    moved = {**raw, "methods": {**raw["methods"], "tiger_e32": tiger_e32},
              "more_methods": {k: v for k, v in raw["more_methods"].items() if k != "tiger_e32"}}
     with pytest.raises(ParamsError, match="rqvae_e32.*more_tokenizers: move it under tokenizers"):
         params_from_dict(moved)
-    both = {**raw, "tokenizers": {**raw["tokenizers"], "rqvae_e32": raw["more_tokenizers"]["rqvae_e32"]}}
+    rqvae_e32 = {**raw["tokenizers"]["rqvae"], **raw["more_tokenizers"]["rqvae_e32"],
+                 "extends": "defaults.rq_tokenizer"}
+    both = {**raw, "tokenizers": {**raw["tokenizers"], "rqvae_e32": rqvae_e32}}
     with pytest.raises(ParamsError, match="defined in both tokenizers and more_tokenizers"):
         params_from_dict(both)
     with pytest.raises(ParamsError, match="no block tokenizers.nope.*more_tokenizers"):

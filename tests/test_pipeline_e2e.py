@@ -121,14 +121,16 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update({"PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
                 "VIRTUAL_ENV": str(Path(sys.executable).parents[1]),
-                "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+                "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
     # Through a running Prefect server (docs/operations.md, "Orchestration"): every stage must show as a completed flow.
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
     with prefect_server(env) as api:
         first = dvc(["repro"], work, {**env, "PREFECT_API_URL": api})
         assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
         flows = {f["id"]: f["name"] for f in prefect_post(api, "flows/filter")}
-        completed = {flows[r["flow_id"]] for r in prefect_post(api, "flow_runs/filter") if r["state_type"] == "COMPLETED"}
+        completed = {flows[r["flow_id"]] for r in prefect_post(api, "flow_runs/filter")
+                     if r["state_type"] == "COMPLETED"}
     assert {"download", "filter", "embed", "report", "explore"} <= completed, completed
     assert {f"{stage}-{t}" for stage in ("tokenize", "semantic_ids") for t in TOKENIZERS} \
         <= completed, completed
@@ -148,7 +150,8 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     assert all(f"| {m} |" in comparison for m in KEPT_METHODS) and "N@10 vs tiger" in comparison
     # the slice tables: every family partitions the test users, for every method (prefix: the generative ones)
     by_slice = json.loads((metrics / "slices.json").read_text())["families"]
-    assert set(by_slice) == {"popularity", "history", "prefix"} and set(by_slice["prefix"]["methods"]) == set(GENERATIVE)
+    assert (set(by_slice) == {"popularity", "history", "prefix"}
+            and set(by_slice["prefix"]["methods"]) == set(GENERATIVE))
     for family, block in by_slice.items():
         for method, row in block["methods"].items():
             assert sum(cell["users"] for cell in row.values()) == USERS, (family, method)
@@ -161,19 +164,29 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
         (work / "data" / "processed" / "semantic_ids" / "rqvae" / "ids.parquet").read_bytes()
     assert pages == {"index", *TOKENIZERS, "decor", *(["etegrec"] if learned else [])}, pages
 
-    # One MLflow run per method, shared by its train and evaluate stages: the method's own block and the
-    # upstream blocks as params, the per-epoch curve, the test metrics, the files, and the tags.
-    runs = {r.info.run_name: r for r in mlflow_runs(work) if r.data.tags.get("dvc.stage", "").startswith("train@")}
-    assert set(runs) == set(KEPT_METHODS)
-    tiger = runs["tiger"]
-    assert tiger.data.tags["dvc.stage"] == "train@tiger" and tiger.data.tags["dvc.stage.evaluate"] == "evaluate@tiger"
+    # One MLflow run per stage execution, named for the stage, nested under one parent run per method: the
+    # method's own block and the upstream blocks as params, the per-epoch curve, the test metrics, the files.
+    every_run = mlflow_runs(work)
+    runs = {r.info.run_name: r for r in every_run}
+    assert {f"{s}@{m}" for s in ("train", "evaluate") for m in KEPT_METHODS} <= set(runs), sorted(runs)
+    tiger, tiger_test = runs["train@tiger"], runs["evaluate@tiger"]
+    parent = runs["method:tiger"]
+    assert tiger.data.tags["mlflow.parentRunId"] == tiger_test.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert tiger.data.tags["dvc.stage"] == "train@tiger" and tiger_test.data.tags["dvc.stage"] == "evaluate@tiger"
     assert tiger.data.tags["dataset"] == "amazon-scientific" and tiger.data.tags["git.commit"]
-    assert {"method.backbone.d_model", "tokenizer.codebook_size", "embed.model", "data.source"} <= set(tiger.data.params)
-    assert {"train_loss", "valid_ndcg_at_10", "test_ndcg_at_10", "test_recall_at_10"} <= set(tiger.data.metrics)
+    assert {"method.backbone.d_model", "tokenizer.codebook_size", "embed.model", "data.source"} \
+        <= set(tiger.data.params)
+    assert {"train_loss", "valid_ndcg_at_10"} <= set(tiger.data.metrics)
+    # the evaluate run: the test metrics beside the settings it was trained with (one row in MLflow's compare view)
+    assert {"test_ndcg_at_10", "test_recall_at_10"} <= set(tiger_test.data.metrics)
+    assert tiger_test.data.params["method.backbone.d_model"] == tiger.data.params["method.backbone.d_model"]
+    assert "evaluate.batch_size" in tiger_test.data.params
+    assert tiger.info.end_time <= tiger_test.info.start_time  # each run spans its own stage
     from mlflow.tracking import MlflowClient
 
-    files = {a.path for a in MlflowClient(f"sqlite:///{work / 'mlruns.db'}").list_artifacts(tiger.info.run_id)}
-    assert {"train_tiger.csv", "evaluate_tiger.json"} <= files, files
+    client = MlflowClient(f"sqlite:///{work / 'mlruns.db'}")
+    assert "train_tiger.csv" in {a.path for a in client.list_artifacts(tiger.info.run_id)}
+    assert "evaluate_tiger.json" in {a.path for a in client.list_artifacts(tiger_test.info.run_id)}
 
     second = dvc(["repro"], work, env)
     assert second.returncode == 0 and "Running stage" not in second.stdout, second.stdout
@@ -188,7 +201,14 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     edit_params(work, {"tokenizers": {"rqvae": {"beta": 0.25}}})
     edit_params(work, {"evaluate": {"batch_size": 64}})
     assert would_run(work, env) == {f"evaluate@{m}" for m in KEPT_METHODS}  # evaluation settings, one block
-    edit_params(work, {"evaluate": {"batch_size": 128}})
+    # ...and run, with tracking on: each evaluate stage logs the new value in a run of its own
+    quick = {**env, "GENREC_ORCHESTRATOR": "none"}
+    edited = dvc(["repro"] + [f"evaluate@{m}" for m in ("popularity", "tiger")], work, quick)
+    assert edited.returncode == 0, edited.stdout[-3000:] + edited.stderr[-3000:]
+    evaluated = [r for r in mlflow_runs(work) if r.info.run_name == "evaluate@tiger"]
+    assert sorted(r.data.params["evaluate.batch_size"] for r in evaluated) == ["128", "64"]
+    assert all(r.info.status == "FINISHED" for r in evaluated)
+    restore_baseline(work, env)
     edit_params(work, {"methods": {"sasrec": {"train": {"lr": 0.002}}}})
     # evaluate@sasrec reads the model folder alone: it runs when the retrained folder differs (DVC's hashes); the
     # report states every method's budget, so it reads the methods' blocks too
@@ -226,13 +246,14 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     swept_stages = set(re.findall(r"Running stage '([^']+)'", exp_logs))
     assert {"train@sasrec", "evaluate@sasrec", "tokenize@letter", "semantic_ids@letter", "report", "explore"} \
         <= swept_stages <= {"train@sasrec", "evaluate@sasrec", "tokenize@letter", "semantic_ids@letter", "train@letter",
-                            "evaluate@letter", "train@discrec_l", "evaluate@discrec_l", "report", "explore"}, exp_logs[-3000:]
+                            "evaluate@letter", "train@discrec_l", "evaluate@discrec_l", "report", "explore"}, \
+        exp_logs[-3000:]
     table = json.loads(dvc(["exp", "show", "--json"], work, env).stdout)
     swept = {exp["data"]["params"]["params.yaml"]["data"]["methods"]["sasrec"]["train"]["lr"]: exp["name"]
              for row in table for exp in (row.get("experiments") or []) for exp in exp.get("revs", [])}
     assert {0.002, 0.003} <= set(swept), swept
-    runs = [r for r in mlflow_runs(work) if r.info.run_name == "sasrec" and r.data.tags.get("dvc.exp")]
+    runs = [r for r in mlflow_runs(work) if r.info.run_name == "evaluate@sasrec" and r.data.tags.get("dvc.exp")]
     tagged = {r.data.tags["dvc.exp"]: r.data.params.get("method.train.lr") for r in runs}
     assert {tagged.get(swept[0.002]), tagged.get(swept[0.003])} == {"0.002", "0.003"}, (tagged, swept)
-    # each experiment's evaluate stage joined the train run of the same experiment
+    # each experiment's evaluate run carries the settings of the same experiment's train run
     assert all("test_ndcg_at_10" in r.data.metrics for r in runs), [r.data.metrics for r in runs]

@@ -231,7 +231,7 @@ def test_forward_outputs(data):
     # r_hat is the sum of the chosen codes: the residual left after L levels is r - r_hat.
     r = model.encoder(torch.from_numpy(z[:10]))
     codes, r_hat, _ = model.quantize(r)
-    picked = sum(model.codebooks[l][codes[:, l]] for l in range(CONFIG.levels))
+    picked = sum(model.codebooks[level][codes[:, level]] for level in range(CONFIG.levels))
     assert torch.allclose(r_hat, picked)
     assert torch.equal(codes, out["codes"])
 

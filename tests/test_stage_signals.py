@@ -17,7 +17,7 @@ STAGE = textwrap.dedent("""
     from pipeline.orchestration.flows import run_stage
 
     def body():
-        with tracking.stage_run("train@toy", "toy-data", {"lr": 0.1}, run_name="toy") as run:
+        with tracking.stage_run("train@toy", "toy-data", {"lr": 0.1}, group="method:toy") as run:
             run.log_metrics({"loss": 1.0}, step=1)
             print("epoch 1 logged", flush=True)
             time.sleep(120)
@@ -46,6 +46,7 @@ def test_a_signalled_stage_ends_its_mlflow_run_as_killed(tmp_path, sig, status):
     assert "re-run the stage to resume" in err
     assert "Traceback" not in err
     client = mlflow.tracking.MlflowClient(uri)
-    [run] = client.search_runs([client.get_experiment_by_name("toy-data").experiment_id])
+    [run] = client.search_runs([client.get_experiment_by_name("toy-data").experiment_id],
+                               filter_string="attributes.run_name = 'train@toy'")
     assert run.info.status == "KILLED"
     assert run.data.metrics["loss"] == 1.0  # what was logged before the signal is kept

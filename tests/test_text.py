@@ -79,5 +79,6 @@ def test_a_catalogue_of_empty_texts_is_refused_naming_the_share_and_both_files_i
         embed_items(p, tmp_path / "items.parquet", tmp_path / "out", log=lambda *_: None)
     assert not loaded and not (tmp_path / "out").exists()
     allowed = params_from_dict({"embed": {"device": "cpu", "max_empty_share": 0.75}})
-    monkeypatch.setattr("pipeline.tokenizers.embedding.encode", lambda enc, texts, **k: np.zeros((len(texts), 4), np.float32))
+    monkeypatch.setattr("pipeline.tokenizers.embedding.encode",
+                        lambda enc, texts, **k: np.zeros((len(texts), 4), np.float32))
     assert embed_items(allowed, tmp_path / "items.parquet", tmp_path / "out", log=lambda *_: None)["empty_texts"] == 3

@@ -106,7 +106,8 @@ def page_data(table: IdTable, titles: list[str], neighbours: np.ndarray | None, 
             "titles": [t[:TITLE_CHARS] for t in titles]}
     if neighbours is not None:
         data["neighbours"] = {"k": int(neighbours.shape[1]), "levels": neighbour_agreement(codes, neighbours),
-                              "first_code_share": (codes[neighbours, 0] == codes[:, None, 0]).mean(axis=1).round(2).tolist()}
+                              "first_code_share":
+                                  (codes[neighbours, 0] == codes[:, None, 0]).mean(axis=1).round(2).tolist()}
     names = [n for n in table.compared_to if n in others] + sorted(n for n in others if n not in table.compared_to)
     data["side_by_side"] = [
         {"other": name, "same_first_code": float((others[name].ids[:, 0] == ids[:, 0]).mean()),
@@ -146,7 +147,8 @@ function show(code) {
   let note = `${rows.length} items under first code ${code}.`;
   if (D.neighbours) {
     const share = rows.reduce((s, [item]) => s + D.neighbours.first_code_share[item], 0) / rows.length;
-    note += ` Their ${D.neighbours.k} nearest SASRec neighbours share this first code ${(100 * share).toFixed(1)} % of the time.`;
+    note += ` Their ${D.neighbours.k} nearest SASRec neighbours share this first code \
+${(100 * share).toFixed(1)} % of the time.`;
   }
   document.getElementById('code-note').textContent = note;
 }
@@ -167,8 +169,8 @@ def _nav(pages: list[str], current: str) -> str:
 
 def _json_script(data: dict) -> str:
     # inside <script>, "</" would end the element: escape it (JSON allows "\\/")
-    return ('<script type="application/json" id="explorer-data">' + json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-            .replace("</", "<\\/") + "</script>")
+    return ('<script type="application/json" id="explorer-data">'
+            + json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/") + "</script>")
 
 
 def render_page(data: dict, pages: list[str]) -> str:
@@ -193,10 +195,11 @@ def render_page(data: dict, pages: list[str]) -> str:
     neighbours = ""
     if "neighbours" in data:
         nb = data["neighbours"]
-        neighbours = ("<h2>Agreement with SASRec</h2><p>For every item, its " + str(nb["k"]) + " nearest items by "
-                      "SASRec's item embeddings (cosine): how often they share the item's prefix, against the share two "
-                      "random items would.</p><table id='neighbours'><tr><th>prefix length</th><th>neighbours sharing "
-                      "it</th><th>chance</th><th>ratio</th></tr>" + "".join(
+        neighbours = ("<h2>Agreement with SASRec</h2><p>For every item, its " + str(nb["k"])
+                      + " nearest items by "
+                      "SASRec's item embeddings (cosine): how often they share the item's prefix, against the share "
+                      "two random items would.</p><table id='neighbours'><tr><th>prefix length</th><th>neighbours "
+                      "sharing it</th><th>chance</th><th>ratio</th></tr>" + "".join(
                           f"<tr><td>{r['prefix']}</td><td class='num'>{_pct(r['share'])}</td><td class='num'>"
                           f"{_pct(r['chance'])}</td><td class='num'>{r['share'] / r['chance']:.1f}×</td></tr>"
                           if r["chance"] > 0 else
@@ -205,7 +208,8 @@ def render_page(data: dict, pages: list[str]) -> str:
     side = "".join(f"<tr><td><a href='{escape(r['other'])}.html'>{escape(r['other'])}</a></td><td class='num'>"
                    + (_pct(r["same_first_code"]) if r["same_levels"] else "—") + f"</td><td class='num'>"
                    f"{_pct(r['pairs_kept'])}</td></tr>" for r in data["side_by_side"])
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(data['name'])}: semantic IDs</title>
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">\
+<title>{escape(data['name'])}: semantic IDs</title>
 <style>{STYLE}</style></head><body>
 {_nav(pages, data['name'])}
 <h1>Semantic IDs: {escape(data['name'])}</h1>
@@ -244,9 +248,10 @@ def render_composition(name: str, weights: np.ndarray, users: np.ndarray, tokeni
         rows = rows[np.lexsort((rows, weights[rows, level].argmax(axis=1)))]
         parts.append(f"<h2>Level {level + 1}</h2>" + svg.bars(
             mean[level], [f"code {c}" for c in range(K)], title=f"Mean weight per code over {n_users:,} test users "
-            f"(uniform: {1 / K:.4f})", y_label="weight", element_id=f"composition-mean-l{level + 1}")
-            + f"<p>The weights of its {len(top)} most-weighted codes (columns, by code) for {len(rows)} users (rows: an "
-            "even sample of the test users, ordered by the code each weights most):</p>"
+            f"(uniform: {1 / K:.4f})", y_label="weight",
+            element_id=f"composition-mean-l{level + 1}")
+            + f"<p>The weights of its {len(top)} most-weighted codes (columns, by code) for {len(rows)} users (rows: "
+            "an even sample of the test users, ordered by the code each weights most):</p>"
             + svg.heatmap(weights[rows][:, level][:, top].tolist(), [f"user {u}" for u in users[rows]],
                           [str(c) for c in top], cell=22))
     active = [(mean[level] >= 1 / K).mean() for level in range(L)]
@@ -257,17 +262,19 @@ def render_composition(name: str, weights: np.ndarray, users: np.ndarray, tokeni
 {_nav(pages, name)}
 <h1>DECOR composition: {escape(name)}</h1>
 <p class="muted">Which codes compose each user's decoder inputs: the weights β over every code of a level for the test
-users' histories (DECOR §3.2), from the trained model. Its codes are <a href="{escape(tokenizer)}.html">{escape(tokenizer)}</a>'s.
+users' histories (DECOR §3.2), from the trained model. Its codes are \
+<a href="{escape(tokenizer)}.html">{escape(tokenizer)}</a>'s.
 A collapsed composition shows one dark column; a composition that depends on the user, rows that differ.</p>
-<table id="composition"><tr><th>level</th><th>codes above uniform weight</th><th>largest mean weight</th></tr>{summary}</table>
+<table id="composition"><tr><th>level</th><th>codes above uniform weight</th>\
+<th>largest mean weight</th></tr>{summary}</table>
 {''.join(parts)}
 </body></html>
 """
 
 
 def render_index(summaries: list[dict], pages: list[str]) -> str:
-    rows = "".join(f"<tr><td><a href='{escape(s['name'])}.html'>{escape(s['name'])}</a></td><td>{escape(s['kind'])}</td>"
-                   f"<td>{escape(s['summary'])}</td></tr>" for s in summaries)
+    rows = "".join(f"<tr><td><a href='{escape(s['name'])}.html'>{escape(s['name'])}</a></td>"
+                   f"<td>{escape(s['kind'])}</td><td>{escape(s['summary'])}</td></tr>" for s in summaries)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Semantic-ID explorer</title>
 <style>{STYLE}</style></head><body>
 {_nav(pages, '')}

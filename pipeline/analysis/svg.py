@@ -41,11 +41,13 @@ def bars(values, labels=None, title: str = "", width: int = 640, height: int = 1
     if len(values) <= 24:  # few bars: one element each, with a tooltip
         for i, (v, label) in enumerate(zip(values, labels)):
             h = inner_h * v / top
-            out.append(f'<rect x="{left + i * step:.1f}" y="{pad_top + inner_h - h:.1f}" width="{max(step - 0.5, 0.5):.1f}" '
+            out.append(f'<rect x="{left + i * step:.1f}" y="{pad_top + inner_h - h:.1f}" '
+                       f'width="{max(step - 0.5, 0.5):.1f}" '
                        f'height="{h:.1f}" fill="{color}"><title>{escape(str(label))}: {_num(v)}</title></rect>')
     else:  # many bars (a codebook): one path, which keeps the page small
         w = max(step - 0.3, 0.3)
-        d = "".join(f"M{left + i * step:.1f} {pad_top + inner_h:.1f}v{-inner_h * v / top:.1f}h{w:.1f}v{inner_h * v / top:.1f}z"
+        d = "".join(f"M{left + i * step:.1f} {pad_top + inner_h:.1f}"
+                    f"v{-inner_h * v / top:.1f}h{w:.1f}v{inner_h * v / top:.1f}z"
                     for i, v in enumerate(values) if v > 0)
         out.append(f'<path d="{d}" fill="{color}"/>')
     if len(values) <= 24:  # room for every label

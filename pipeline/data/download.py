@@ -149,7 +149,8 @@ def fetch_from_mirrors(rf: RemoteFile, mirrors: list[str], raw_dir: Path, timeou
             failures.append(f"{url}: HTTP {exc.response.status_code}")
     kind = DownloadError if connected else NetworkUnavailable
     raise kind(
-        f"could not download {rf.name}; tried:\n  " + "\n  ".join(failures) + "\n" + _supply_hint(rf.name, urls, raw_dir)
+        f"could not download {rf.name}; tried:\n  " + "\n  ".join(failures) + "\n"
+        + _supply_hint(rf.name, urls, raw_dir)
     )
 
 

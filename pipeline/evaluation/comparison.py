@@ -117,7 +117,8 @@ def markdown(result: dict, trained: dict[str, str] | None = None) -> str:
         line = f"| {method} | {row['runs']} | " + budget + " | ".join(cells)
         if baseline:
             rel = row.get("relative_ndcg@10", float("nan"))
-            line += f" | {'—' if math.isnan(rel) else f'{rel:+.1%}'} | {_p(row.get('paired_t_p'))} | {_p(row.get('wilcoxon_p'))} |"
+            line += (f" | {'—' if math.isnan(rel) else f'{rel:+.1%}'} | {_p(row.get('paired_t_p'))} | "
+                     f"{_p(row.get('wilcoxon_p'))} |")
         else:
             line += " |"
         lines.append(line)
@@ -148,6 +149,6 @@ def separation(result: dict, alpha: float = 0.05) -> str:
                   if m != baseline and not math.isnan(row.get("detectable_relative_ndcg@10", float("nan")))]
     if detectable:
         parts.append(f"With these {result['users']:,} users, a paired t-test at p < {alpha:g} finds a change of "
-                     f"NDCG@10 against {baseline} of about {min(detectable):.0%} to {max(detectable):.0%} (depending on "
-                     "the method) four times in five; smaller true differences mostly go unseen.")
+                     f"NDCG@10 against {baseline} of about {min(detectable):.0%} to {max(detectable):.0%} (depending "
+                     "on the method) four times in five; smaller true differences mostly go unseen.")
     return " ".join(parts)

@@ -155,7 +155,8 @@ def compare_slices(ranks: dict[str, Path], baseline: str | None, shared: dict[st
         for method, labels in families[family].items():
             missing = [int(u) for u in users_ref if int(u) not in labels]
             if missing:
-                raise ValueError(f"slice family {family!r}: {len(missing)} test user(s) have no slice (e.g. {missing[:3]})")
+                raise ValueError(f"slice family {family!r}: {len(missing)} test user(s) have no slice "
+                                 f"(e.g. {missing[:3]})")
             per_user = np.array([labels[int(u)] for u in users_ref], dtype=object)
             ndcg, hit = gains[method]
             spans = (ranges or {}).get(family, {}).get(method, {})
@@ -165,7 +166,8 @@ def compare_slices(ranks: dict[str, Path], baseline: str | None, shared: dict[st
     return out
 
 
-def shared_slices(train_path: Path, test_path: Path, interactions_path: Path, n_items: int) -> dict[str, dict[int, str]]:
+def shared_slices(train_path: Path, test_path: Path, interactions_path: Path,
+                  n_items: int) -> dict[str, dict[int, str]]:
     """The popularity and history families for the test users of ``test_path``."""
     test = pq.read_table(test_path, columns=["user_id", "target"])
     users, targets = test["user_id"].to_numpy(), test["target"].to_numpy()
@@ -227,9 +229,10 @@ def markdown(result: dict) -> str:
                 cells.append(text)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
-    intro = (f"NDCG@10 within each slice of the test users; in brackets the change against {baseline} over the same "
-             "users (* both paired tests p < 0.05, ** p < 0.01). Popularity counts the training split only: head, torso "
-             f"and tail each hold a third of the training interactions; cold targets have at most {result['cold_max']} "
-             "training interactions. History buckets are the quartiles of the users' history lengths; prefix buckets "
-             "are the tertiles of the target's first-level group size in each method's own IDs.")
+    intro = (f"NDCG@10 within each slice of the test users; in brackets the change against {baseline} over the "
+             "same users (* both paired tests p < 0.05, ** p < 0.01). Popularity counts the training split "
+             "only: head, torso and tail each hold a third of the training interactions; cold targets have at most "
+             f"{result['cold_max']} training interactions. History buckets are the quartiles of the users' history "
+             "lengths; prefix buckets are the tertiles of the target's first-level group size in each method's own "
+             "IDs.")
     return intro + "\n\n" + "\n\n".join(parts) + "\n"

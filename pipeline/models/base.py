@@ -52,7 +52,8 @@ class ModelInputs:
     item_codes: torch.Tensor | None = None  # (N, D) semantic IDs in item-id order, collision level included
     codebook_size: int | None = None  # K
     codebooks: torch.Tensor | None = None  # (L, K, e) the tokenizer's codebooks
-    tokenizer: nn.Module | None = None  # the trained tokenizer (pipeline.tokenizers.rqvae.RQVAE); None when loading a folder
+    # the trained tokenizer (pipeline.tokenizers.rqvae.RQVAE); None when loading a folder
+    tokenizer: nn.Module | None = None
     item_vectors: torch.Tensor | None = None  # (N, in_dim) what the tokenizer reads, in item-id order
 
 

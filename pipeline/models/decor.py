@@ -268,7 +268,8 @@ class Decor(Tiger):
         stats = {kind: weights.sum(0)}
         if kind == "composition":
             # per sample (B, levels, K): its largest weight, whether that is one-hot, its entropy, which code
-            # wins, and which codes reach the uniform weight 1/K (the epoch mean hides all of this: docs/decor_collapse.md)
+            # wins, and which codes reach the uniform weight 1/K (the epoch mean hides all of this:
+            # docs/decor_collapse.md)
             K = weights.shape[-1]
             top = weights.max(dim=-1)
             entropy = -(weights * weights.clamp_min(1e-12).log()).sum(-1) / math.log(K)
@@ -280,7 +281,8 @@ class Decor(Tiger):
             stats["rows"] = torch.tensor(float(weights.shape[0]), device=weights.device)
         self._stats.add(**stats)
 
-    # A code counts as active per sample when it reaches 1/K for at least this share of the samples (docs/decor_collapse.md)
+    # A code counts as active per sample when it reaches 1/K for at least this share of the samples
+    # (docs/decor_collapse.md)
     ACTIVE_SHARE = 0.01
     COLLAPSED = 0.99  # the guard: a mean max weight above this means one code per level, not a composition
 

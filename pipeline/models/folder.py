@@ -104,7 +104,8 @@ def check_catalogue(folder: Path, info: dict, items_path: Path) -> None:
     here = catalogue(items_path)
     if info["catalogue"] != here:
         raise MethodError(f"{folder}: trained on a catalogue of {info['catalogue']['items']:,} items, but {items_path} "
-                          f"holds {here['items']:,} items{' with other ids' if here['items'] == info['catalogue']['items'] else ''}: "
+                          f"holds {here['items']:,} items"
+                          f"{' with other ids' if here['items'] == info['catalogue']['items'] else ''}: "
                           "the model cannot rank this data; re-run its train stage (dvc repro train@<method>)")
 
 
@@ -115,7 +116,8 @@ def upstream_inputs(cls: type[Recommender], inputs: list[str], n_items: int, whe
     sid_dirs = [Path(p) for p in inputs if tokenizer_of(p)]
     if not cls.reads:
         if sid_dirs:  # a DVC dependency the model never reads would re-train it whenever that tokenizer changes
-            raise MethodError(f"{where}.inputs: {name_of(cls)} reads no semantic IDs; remove {[str(d) for d in sid_dirs]}")
+            raise MethodError(f"{where}.inputs: {name_of(cls)} reads no semantic IDs; "
+                              f"remove {[str(d) for d in sid_dirs]}")
         return data
     if len(sid_dirs) != 1:
         raise MethodError(f"{where}.inputs: {name_of(cls)} reads semantic IDs: name one tokenizer's IDs, "

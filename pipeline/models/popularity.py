@@ -36,7 +36,8 @@ def training_interaction_counts(train: Split, n_items: int) -> np.ndarray:
     first_items = train.values[train.offsets[single[first]]].astype(np.int64)
     counted = np.concatenate([targets, first_items])
     if counted.size and (counted.min() < 0 or counted.max() >= n_items):
-        raise ValueError(f"training item ids must lie in [0, {n_items}); found {int(counted.min())}..{int(counted.max())}")
+        raise ValueError(f"training item ids must lie in [0, {n_items}); "
+                         f"found {int(counted.min())}..{int(counted.max())}")
     return np.bincount(counted, minlength=n_items).astype(np.int64)
 
 

@@ -1,8 +1,8 @@
 """MLflow tracking: one experiment per dataset, one SQLite store at a fixed absolute path.
 
-``dvc exp run --queue`` runs stages in a temporary copy of the repository inside its ``.dvc`` folder (``tmp``, then ``exps``);
-the store location is resolved to the original repository root so queued experiments land in the
-same store as ``dvc repro`` (docs/operations.md, "Tracking (MLflow)"). ``MLFLOW_TRACKING_URI`` overrides it.
+``dvc exp run --queue`` runs stages in a temporary copy of the repository inside its ``.dvc`` folder
+(``tmp``, then ``exps``); the store location is resolved to the original repository root so queued experiments
+land in the same store as ``dvc repro`` (docs/operations.md, "Tracking (MLflow)"). ``MLFLOW_TRACKING_URI`` overrides it.
 """
 from __future__ import annotations
 
@@ -50,10 +50,17 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def latest_run_id(dataset: str, stage: str) -> str | None:
-    """The newest run of ``stage`` (its ``dvc.stage`` tag) in the dataset's experiment: the evaluate stage adds
-    to its train stage's run this way, so no run id has to travel inside a DVC output. None when tracking
-    is off or no such run exists (then evaluate opens a run of its own)."""
+def _search(mlflow, experiment_id: str, filters: str) -> list:
+    if os.environ.get("DVC_EXP_NAME"):  # inside `dvc exp run`: the runs of this experiment
+        filters += f" and tags.`dvc.exp` = '{os.environ['DVC_EXP_NAME']}'"
+    return mlflow.search_runs([experiment_id], filter_string=filters, order_by=["start_time DESC"], max_results=1,
+                              output_format="list")
+
+
+def latest_run(dataset: str, stage: str):
+    """The newest run of ``stage`` (its ``dvc.stage`` tag) in the dataset's experiment, or None (tracking off, or
+    no such run): the evaluate stage reads its train stage's settings from it, so no run id travels inside a DVC
+    output."""
     if os.environ.get("GENREC_TRACKING", "1") == "0":
         return None
     import mlflow
@@ -62,20 +69,29 @@ def latest_run_id(dataset: str, stage: str) -> str | None:
     experiment = mlflow.get_experiment_by_name(dataset)
     if experiment is None:
         return None
-    filters = f"tags.`dvc.stage` = '{stage}'"
-    if os.environ.get("DVC_EXP_NAME"):  # inside `dvc exp run`: the train run of this experiment
-        filters += f" and tags.`dvc.exp` = '{os.environ['DVC_EXP_NAME']}'"
-    runs = mlflow.search_runs([experiment.experiment_id], filter_string=filters, order_by=["start_time DESC"],
-                              max_results=1, output_format="list")
-    return runs[0].info.run_id if runs else None
+    runs = _search(mlflow, experiment.experiment_id, f"tags.`dvc.stage` = '{stage}'")
+    return runs[0] if runs else None
+
+
+def _group_run_id(mlflow, experiment_id: str, group: str, tags: dict) -> str:
+    """The parent run of ``group`` (a method or a tokenizer): every stage run of it is nested under this one run
+    in the MLflow UI. Created on first use; it holds no metrics of its own."""
+    runs = _search(mlflow, experiment_id, f"tags.`genrec.group` = '{group}' and tags.`genrec.parent` = 'true'")
+    if runs:
+        return runs[0].info.run_id
+    client = mlflow.MlflowClient()
+    run = client.create_run(experiment_id, run_name=group,
+                            tags={**tags, "genrec.group": group, "genrec.parent": "true"})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, dataset: str, params: dict, run_name: str | None = None,
-              run_id: str | None = None) -> Iterator[object]:
-    """An MLflow run for one stage, tagged with the DVC stage, the git commit and the dataset.
-
-    ``run_id`` continues an existing run (a method's evaluate stage adds to its train stage's run).
+def stage_run(stage: str, dataset: str, params: dict, group: str | None = None) -> Iterator[object]:
+    """A new MLflow run for one execution of one stage, named for the stage (``train@letter``), tagged with the DVC
+    stage, the git commit and the dataset, and nested under the parent run of ``group`` (the method or tokenizer
+    whose stages these are). Each execution is its own run: its start and end are the stage's, and re-running a
+    stage after a params edit logs the new values in a new run.
 
     Tracking is skipped when ``GENREC_TRACKING=0`` (unit tests of stages); then a stand-in with the
     same logging methods is yielded.
@@ -94,17 +110,14 @@ def stage_run(stage: str, dataset: str, params: dict, run_name: str | None = Non
         # temporary copy that folder is deleted afterwards, so anchor it at the repository root.
         with contextlib.suppress(mlflow.exceptions.MlflowException):  # created meanwhile by a parallel stage
             mlflow.create_experiment(dataset, artifact_location=(repo_root() / "mlruns" / dataset).as_uri())
-    mlflow.set_experiment(dataset)
-    try:
-        run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=run_name or stage)
-    except mlflow.exceptions.MlflowException:  # the run was deleted or lives in another store
-        run = mlflow.start_run(run_name=run_name or stage)
-    with run, _ended_as_killed_on_interrupt(mlflow):
-        tags = {"git.commit": git_commit(), "dataset": dataset}
-        if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`: the row of `dvc exp show` this run belongs to
-            tags["dvc.exp"] = os.environ["DVC_EXP_NAME"]
-        tags["dvc.stage" if not run_id else f"dvc.stage.{stage.split('@')[0]}"] = stage
-        mlflow.set_tags(tags)
+    experiment = mlflow.set_experiment(dataset)
+    tags = {"git.commit": git_commit(), "dataset": dataset, "dvc.stage": stage}
+    if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`: the row of `dvc exp show` this run belongs to
+        tags["dvc.exp"] = os.environ["DVC_EXP_NAME"]
+    if group:
+        tags["genrec.group"] = group
+        tags["mlflow.parentRunId"] = _group_run_id(mlflow, experiment.experiment_id, group, tags)
+    with mlflow.start_run(run_name=stage, tags=tags), _ended_as_killed_on_interrupt(mlflow):
         mlflow.log_params(flatten(params))
         yield _Run(mlflow)
 

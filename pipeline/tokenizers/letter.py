@@ -64,7 +64,8 @@ class LetterRegulariser(Regulariser):
         self.collaborative = self.collaborative.to(device)
         return list(self.projection.parameters())
 
-    def losses(self, model: RQVAE, out: dict[str, torch.Tensor], rows: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
+    def losses(self, model: RQVAE, out: dict[str, torch.Tensor], rows: torch.Tensor,
+               epoch: int) -> dict[str, torch.Tensor]:
         terms = {}
         if "collaborative_loss" in self.weights:
             r, r_hat = out["r"], out["r_hat"]

@@ -269,7 +269,8 @@ class RQVAE(nn.Module):
             codes.append(c)
         return torch.stack(codes, 1), r_hat, rq_loss
 
-    def forward(self, z: torch.Tensor, sinkhorn_epsilon: float = 0.0, sinkhorn_iters: int = 50) -> dict[str, torch.Tensor]:
+    def forward(self, z: torch.Tensor, sinkhorn_epsilon: float = 0.0,
+                sinkhorn_iters: int = 50) -> dict[str, torch.Tensor]:
         r = self.encoder(z)
         codes, r_hat, rq_loss = self.quantize(r, sinkhorn_epsilon, sinkhorn_iters)
         # Straight-through: the decoder sees r_hat, but the reconstruction gradient flows to r.
@@ -316,7 +317,8 @@ class RQVAE(nn.Module):
 @contextlib.contextmanager
 def _deterministic() -> Iterator[None]:
     """Turn on torch's deterministic algorithms (warn-only) for the block; restore the setting after."""
-    prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    prev, prev_warn = (torch.are_deterministic_algorithms_enabled(),
+                       torch.is_deterministic_algorithms_warn_only_enabled())
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         yield
@@ -501,7 +503,8 @@ class _Plateau:
         self.best_collisions, self.best_loss, self.waited = math.inf, math.inf, 0
 
     def stop(self, collisions: float, loss: float) -> bool:
-        improved = collisions < self.best_collisions or loss < self.best_loss - self.min_improvement * abs(self.best_loss)
+        improved = (collisions < self.best_collisions
+                    or loss < self.best_loss - self.min_improvement * abs(self.best_loss))
         self.best_collisions, self.best_loss = min(self.best_collisions, collisions), min(self.best_loss, loss)
         self.waited = 0 if improved else self.waited + 1
         return self.patience > 0 and self.waited >= self.patience
@@ -517,9 +520,10 @@ class Regulariser:
         """Its own trainable parameters, moved to ``device``; trained with the RQ-VAE's optimiser."""
         return []
 
-    def losses(self, model: RQVAE, out: dict[str, torch.Tensor], rows: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
-        """Unweighted loss terms (name -> scalar; ``weights`` weighs them) for the batch of items ``rows`` (indices into the training
-        vectors) that produced ``out`` (``RQVAE.forward``'s dict) in ``epoch`` (from 1)."""
+    def losses(self, model: RQVAE, out: dict[str, torch.Tensor], rows: torch.Tensor,
+               epoch: int) -> dict[str, torch.Tensor]:
+        """Unweighted loss terms (name -> scalar; ``weights`` weighs them) for the batch of items ``rows`` (indices into
+        the training vectors) that produced ``out`` (``RQVAE.forward``'s dict) in ``epoch`` (from 1)."""
         raise NotImplementedError
 
 

@@ -118,7 +118,8 @@ def assign_collision_tokens(codes: np.ndarray, codebook_size: int) -> np.ndarray
         raise SemanticIdError(
             f"{n_over} code tuple(s) are shared by more than codebook_size={K} items; the largest group has "
             f"{largest} items with codes {tuple_codes}, but the collision token only has {K} values. "
-            f"Use more levels or a larger codebook (params tokenizers.<name>.levels / tokenizers.<name>.codebook_size), "
+            f"Use more levels or a larger codebook (params tokenizers.<name>.levels / "
+            f"tokenizers.<name>.codebook_size), "
             f"or check the RQ-VAE for codebook collapse (low util_l* in the tokenize@<name> metrics).")
     # Rank within the group = position in the sorted order minus the group's start position.
     group_of_sorted = np.repeat(np.arange(len(starts)), sizes)

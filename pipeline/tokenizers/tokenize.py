@@ -81,8 +81,9 @@ def import_codes(tp: ExternalTokenizer, out_dir, curve_path, log=print) -> dict:
         f"catalogue), {codes.shape[1]} levels of {K} codes, collision rate {stats['collision_rate']:.4f}")
     with atomic_dir(out_dir) as tmp:
         write_codes(codes, tmp / CODES_FILE)
-        write_json({"model": "external", "source": str(source), "sha256": sha256_file(source), "format": facts["format"],
-                    "key": tp.key, "codebook_size": K, "levels": codes.shape[1]}, tmp / "config.json")
+        write_json({"model": "external", "source": str(source), "sha256": sha256_file(source),
+                    "format": facts["format"], "key": tp.key, "codebook_size": K, "levels": codes.shape[1]},
+                   tmp / "config.json")
     write_curve([{"epoch": 0, **{k: v for k, v in stats.items() if isinstance(v, (int, float))}}], curve_path)
     return stats
 

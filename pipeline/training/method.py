@@ -77,8 +77,8 @@ def train_method(params: Params, method: str, out_dir: str | Path, log=print, on
     inputs = [seq_dir] + [Path(p) for p in block.inputs if Path(p) != seq_dir]
     trainer = Trainer(model, splits["train"], splits["valid"], block.train, out_dir, seed=seed, device=block.device,
                       log=log, on_epoch=on_epoch,
-                      fingerprint=fingerprint(block.model_dump(), seed, params.method_history(method), params.cpu_threads,
-                                              training_code_digest(block.model), *inputs))
+                      fingerprint=fingerprint(block.model_dump(), seed, params.method_history(method),
+                                              params.cpu_threads, training_code_digest(block.model), *inputs))
     summary = trainer.fit()
     if not main:
         return {**summary, "trainable_parameters": n_params}, trainer.history

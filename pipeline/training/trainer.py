@@ -177,7 +177,8 @@ class Trainer:
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         self.epoch, self.best, self.best_epoch = state["epoch"], state["best"], state["best_epoch"]
         self.bad_evals, self.history = state["bad_evals"], state["history"]
-        self.log(f"resumed after epoch {self.epoch} (best validation NDCG@10 {self.best:.4f} at epoch {self.best_epoch})")
+        self.log(f"resumed after epoch {self.epoch} "
+                 f"(best validation NDCG@10 {self.best:.4f} at epoch {self.best_epoch})")
         return True
 
     # ----- the loop -----------------------------------------------------------------------------------

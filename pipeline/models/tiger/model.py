@@ -57,7 +57,8 @@ class TigerConfig(ModelConfig):
     depth: int  # ID length: L learned levels + the collision level
     codebook_size: int  # K
     max_history: int = 20  # docs/method_reference.md §1
-    # T5 sizes of docs/method_reference.md §4 (TIGER): 4+4 layers, d_model 128, 6 heads x 64, FFN 1024, ReLU, dropout 0.1.
+    # T5 sizes of docs/method_reference.md §4 (TIGER): 4+4 layers, d_model 128, 6 heads x 64, FFN 1024, ReLU,
+    # dropout 0.1.
     d_model: int = 128
     num_layers: int = 4
     num_decoder_layers: int = 4

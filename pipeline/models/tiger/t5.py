@@ -67,9 +67,9 @@ def drop(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Dropout whose rescaling the caller folds into the next linear operation (a pass over ``x`` saved):
     ``x`` with a fraction ``p`` of its elements zeroed, to be multiplied by ``drop_scale(p, ...)``.
 
-    On a CPU one 64-bit draw gives four 16-bit lanes (:func:`random_lanes`), each compared with round(p * 65536): p is realised to
-    within 1/65536 (0.1 -> 0.10000610) and the factor is the exact inverse of the realised keep rate. On CUDA
-    and under ``torch.compile`` this is PyTorch's dropout (already rescaled; the factor is then 1)."""
+    On a CPU one 64-bit draw gives four 16-bit lanes (:func:`random_lanes`), each compared with round(p * 65536): p is
+    realised to within 1/65536 (0.1 -> 0.10000610) and the factor is the exact inverse of the realised keep rate.
+    On CUDA and under ``torch.compile`` this is PyTorch's dropout (already rescaled; the factor is then 1)."""
     if not training or p == 0.0:
         return x
     if not _cpu_lanes(x.device):
