@@ -151,12 +151,16 @@ def every_method() -> dict:
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     resolved = resolve_extends(raw)
-    family = {name: block["extends"] for name, block in raw["methods"].items()}
-    root = {name: family[block["extends"].split(".")[1]] if not block["extends"].startswith("defaults.")
-            else block["extends"] for name, block in raw["more_methods"].items()}
-    assert all(r.startswith("defaults.") for r in root.values()), "a more_methods row two steps from its family"
+    every = {**raw["methods"], **raw["more_methods"]}
+
+    def root(name: str) -> str:
+        parent = every[name]["extends"]
+        return parent if parent.startswith("defaults.") else root(parent.split(".")[1])
+
+    family = {name: root(name) for name in raw["methods"]}
+    roots = {name: root(name) for name in raw["more_methods"]}
     return {**{n: {**b, "extends": family[n]} for n, b in resolved["methods"].items()},
-            **{n: {**b, "extends": root[n]} for n, b in resolved["more_methods"].items()}}
+            **{n: {**b, "extends": roots[n]} for n, b in resolved["more_methods"].items()}}
 
 
 def test_editing_discrecs_mask_stales_exactly_discrecs_train_and_evaluate_stages(tmp_path):
