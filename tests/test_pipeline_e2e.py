@@ -198,7 +198,7 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     # outputs then change (DVC compares hashes), so nothing upstream or beside them is touched.
     edit_params(work, {"tokenizers": {"rqvae": {"beta": 0.3}}})
     assert would_run(work, env) == {"tokenize@rqvae", "explore"}  # (the explorer: a page per tokenizer block)
-    edit_params(work, {"tokenizers": {"rqvae": {"beta": 0.25}}})
+    restore_baseline(work, env)  # (rqvae's beta comes from defaults.rq_tokenizer: setting it back adds a key)
     edit_params(work, {"evaluate": {"batch_size": 64}})
     assert would_run(work, env) == {f"evaluate@{m}" for m in KEPT_METHODS}  # evaluation settings, one block
     # ...and run, with tracking on: each evaluate stage logs the new value in a run of its own
