@@ -15,8 +15,9 @@ import numpy as np
 import polars as pl
 import torch
 
+from pipeline.tokenizer_schemas import RQVAETokenizer
 from pipeline.tokenizers.embedding import PACKAGED_MINILM, encode, item_texts, load_encoder
-from pipeline.tokenizers.rqvae import RQVAEConfig, train_rqvae
+from pipeline.tokenizers.rqvae_training import train_rqvae
 
 SCIENTIFIC = Path(__file__).resolve().parents[2] / "shared/data/collisiongenrec-scientific/Scientific.item.json"
 
@@ -50,10 +51,11 @@ def main() -> None:
 
     n = 1024 * args.rqvae_steps  # one epoch of `rqvae_steps` batches of 1024
     z = np.resize(vectors, (n, vectors.shape[1])) + np.random.default_rng(0).normal(0, 0.01, (n, vectors.shape[1]))
-    config = RQVAEConfig(in_dim=z.shape[1], hidden=(512, 256, 128), code_dim=128, levels=3, codebook_size=256)
+    block = RQVAETokenizer(hidden=[512, 256, 128], code_dim=128, levels=3, codebook_size=256, epochs=1,
+                           batch_size=1024, lr=1e-3, optimizer="adamw", weight_decay=1e-4, dead_code_restart=False,
+                           patience=0, device=args.device)
     t = time.perf_counter()
-    train_rqvae(z.astype(np.float32), config, epochs=1, batch_size=1024, lr=1e-3, optimizer="adamw",
-                weight_decay=1e-4, seed=0, device=args.device, progress=False)
+    train_rqvae(z.astype(np.float32), block, seed=0, progress=False)
     seconds = time.perf_counter() - t
     print(f"RQ-VAE: {args.rqvae_steps} steps of batch 1024 (+ k-means init and the epoch's code statistics) in "
           f"{seconds:.1f} s = {args.rqvae_steps / seconds:.1f} steps/s on {args.device}")

@@ -8,13 +8,22 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from pipeline.errors import UserError
 from pipeline.paths import tokenizer_of
+from pipeline.source_names import SOURCES
+from pipeline.tokenizer_schemas import (  # noqa: F401 (re-exported: the schemas of params.yaml's tokenizers)
+    DEFAULT_KIND,
+    SCHEMAS,
+    ExternalTokenizer,
+    LetterTokenizer,
+    RQVAETokenizer,
+    TokenizerSchema,
+)
 
 
 class ParamsError(UserError, ValueError):
@@ -88,9 +97,8 @@ class LocalSource(_Strict):
 
 class DataParams(_Strict):
     # amazon-scientific: the embedded default (data/embedded/amazon-scientific/SOURCE.md); the others download
-    # (movielens-100k, the Amazon releases) or read your files (local).
-    source: Literal["amazon-scientific", "movielens-100k", "amazon2023", "amazon2018", "amazon2014", "local"] = \
-        "amazon-scientific"
+    # (movielens-100k, the Amazon releases) or read your files (local). The known names: pipeline/source_names.py.
+    source: str = "amazon-scientific"
     # Amazon category as spelled in the release's file names (docs/data.md, "The papers' datasets").
     category: str = "Industrial_and_Scientific"
     # amazon2023: raw review file + metadata (reproduces the 5-core counts through `filter`), or the
@@ -104,14 +112,20 @@ class DataParams(_Strict):
     timeout_s: float = Field(30.0, gt=0)
     retries: int = Field(3, ge=0, le=20)
 
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, source: str) -> str:
+        if source not in SOURCES:
+            raise ValueError(f"unknown source {source!r}; known sources: {', '.join(sorted(SOURCES))} "
+                             f"(adding one: docs/adding_a_dataset.md)")
+        return source
+
     @property
     def dataset_name(self) -> str:
-        """The name runs and reports use for this dataset (one MLflow experiment per dataset)."""
-        if self.source in ("amazon-scientific", "movielens-100k"):
-            return self.source
-        if self.source == "local":
-            return f"local-{self.local.name or Path(self.local.interactions).stem or 'data'}"
-        return f"{self.source}-{self.category}"
+        """The name runs and reports use for this dataset (one MLflow experiment per dataset): the source's
+        template in pipeline/source_names.py."""
+        local = self.local.name or Path(self.local.interactions).stem or "data"
+        return SOURCES[self.source].dataset.format(category=self.category, local=local)
 
 
 class FilterParams(_Strict):
@@ -157,90 +171,18 @@ class EmbedParams(_Strict):
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a block name is a folder name and part of a stage name
 
 
-class RQVAETokenizer(_Strict):
-    """An RQ-VAE over item text embeddings (docs/method_reference.md §3); one ``tokenizers.<name>`` block."""
-    model: Literal["rqvae"] = "rqvae"
-    # The files it reads; DVC deps of tokenize@<name> (the first and the last entry, so at most two).
-    inputs: list[str] = Field(default_factory=lambda: ["data/processed/embeddings/embeddings.npy"],
-                              min_length=1, max_length=2)
-    # Encoder MLP hidden sizes: TIGER 768->512->256->128->e.
-    hidden: list[int] = [512, 256, 128]
-    # e = 128 = the recommender width: DECOR uses the frozen codebooks as token embeddings, and TIGER
-    # must share the same IDs for a fair comparison. TIGER's paper uses e = 32 (a params change).
-    code_dim: int = Field(128, ge=1)
-    levels: int = Field(3, ge=1, le=8)  # L = 3 (TIGER)
-    codebook_size: int = Field(256, ge=2)  # K = 256 (TIGER)
-    beta: float = Field(0.25, ge=0)  # commitment weight (TIGER)
-    # Sum over dimensions (TIGER's ||z - z_hat||^2) or mean: decides whether codebooks collapse.
-    recon_reduction: Literal["sum", "mean"] = "sum"
-    # Move codes no item uses onto random residuals after each epoch (Jukebox/SoundStream). Our choice,
-    # off in TIGER (false = TIGER's setting): without it level 1 collapses to a few codes on small
-    # catalogues (MovieLens-100K: 1 code of 256 after 20 epochs).
-    dead_code_restart: bool = True
-    # TIGER: 20k epochs, batch 1024, Adagrad lr 0.4; others AdamW lr 1e-3, wd 1e-4 (docs/method_reference.md §3).
-    # A cap when ``patience`` > 0: training stops once for ``patience`` epochs neither the collision rate nor the
-    # loss (by 0.1 %) improved (pipeline/tokenizers/rqvae.py, train_rqvae).
-    epochs: int = Field(500, ge=1)
-    patience: int = Field(50, ge=0)  # 0 = every epoch of ``epochs``
-    # The checkpoint kept: the last (converged) epoch, or the epoch of the fewest collisions (ties: lower loss),
-    # as the reference implementations keep theirs (chosen on validation: docs/methods.md, "The tokenizers").
-    keep: Literal["collisions", "last"] = "last"
-    batch_size: int = Field(1024, ge=1)
-    optimizer: Literal["adamw", "adagrad"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    device: str = "auto"
-
-
-class LetterTokenizer(RQVAETokenizer):
-    """LETTER (Wang et al., CIKM 2024): the RQ-VAE plus a collaborative and a diversity regulariser
-    (pipeline/tokenizers/letter.py). ``inputs``: [the text embeddings it quantises, the collaborative item vectors]."""
-    model: Literal["letter"] = "letter"
-    inputs: list[str] = Field(default_factory=lambda: ["data/processed/embeddings/embeddings.npy",
-                                                       "data/models/sasrec/item_embeddings.safetensors"],
-                              min_length=2, max_length=2)
-    # alpha, the collaborative regulariser's weight (paper: searched in {1e-4 .. 1e-1}; official script 0.01)
-    collaborative_weight: float = Field(0.01, ge=0)
-    # beta, the diversity regulariser's weight (paper: searched in {1e-4 .. 1e-1}; official script 1e-4)
-    diversity_weight: float = Field(1e-4, ge=0)
-    diversity_clusters: int = Field(10, ge=2)  # codes of each codebook grouped in this many clusters (official: 10)
-    diversity_refresh_epochs: int = Field(1, ge=1)  # re-cluster every N epochs (official: every epoch)
-    # The official code assigns the last level by Sinkhorn-Knopp balancing while training (epsilon 0.003,
-    # 50 iterations); false = nearest code at every level, as the RQ-VAE.
-    sinkhorn: bool = True
-    sinkhorn_epsilon: float = Field(0.003, gt=0)
-    sinkhorn_iters: int = Field(50, ge=1)
-
-
-class ExternalTokenizer(_Strict):
-    """Semantic IDs a user brings, read from a file of item -> codes (pipeline/tokenizers/external.py): the
-    control that runs a recommender on reference IDs. ``inputs``: [the file, the catalogue it must cover]."""
-    model: Literal["external"] = "external"
-    inputs: list[str] = Field(min_length=2, max_length=2)
-    format: Literal["auto", "letter_index", "json", "parquet"] = "auto"  # auto: by suffix and first value
-    key: Literal["raw_item_id", "item_id"] = "raw_item_id"  # the source's item ids, or the pipeline's 0..N-1
-    codebook_size: int = Field(0, ge=0)  # codes lie in [0, K); 0 = one more than the largest code in the file
-
-    @field_validator("inputs")
-    @classmethod
-    def _names_the_catalogue(cls, inputs: list[str]) -> list[str]:
-        if Path(inputs[-1]).name != "items.parquet":
-            raise ValueError(f"the second input must be the catalogue the codes cover, "
-                             f"data/interim/sequences/items.parquet (got {inputs[-1]!r})")
-        return inputs
-
-
-TOKENIZER_KINDS = ("rqvae", "letter", "external")
+TOKENIZER_KINDS = tuple(SCHEMAS)
 
 
 def _tokenizer_kind(block) -> str:
-    kind = block.get("model", "rqvae") if isinstance(block, dict) else getattr(block, "model", "rqvae")
-    return kind if kind in TOKENIZER_KINDS else "rqvae"  # an unknown kind fails on rqvae's `model` literal
+    return block.get("model", DEFAULT_KIND) if isinstance(block, dict) else getattr(block, "model", DEFAULT_KIND)
 
 
-# One schema per tokenizer kind, chosen by `model` (a block without one is an RQ-VAE).
-TokenizerParams = Annotated[Annotated[RQVAETokenizer, Tag("rqvae")] | Annotated[LetterTokenizer, Tag("letter")]
-                            | Annotated[ExternalTokenizer, Tag("external")], Discriminator(_tokenizer_kind)]
+# One schema per tokenizer kind (pipeline/tokenizer_schemas.py), chosen by `model` (a block without one is an
+# RQ-VAE); an unknown `model` is reported with the known kinds (_format_error).
+TokenizerParams = Annotated[Union[tuple(Annotated[schema, Tag(kind)] for kind, schema in SCHEMAS.items())],
+                            Discriminator(_tokenizer_kind)]
+
 
 class MethodParams(_Strict):
     """One ``methods.<name>`` block; ``backbone`` is checked by the model's own config class when built."""
@@ -357,11 +299,14 @@ def _format_error(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: invalid parameters:"]
     for e in err.errors():
         loc = list(e["loc"])
-        if len(loc) > 2 and loc[0] == "tokenizers" and loc[2] in TOKENIZER_KINDS:
+        if len(loc) > 2 and loc[0] in ("tokenizers", "more_tokenizers") and loc[2] in TOKENIZER_KINDS:
             del loc[2]  # the kind pydantic chose (the block's `model`), not a key of the block
         key = ".".join(str(p) for p in loc)
         if not e["loc"]:  # a check across sections: the message names the keys
             lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
+        elif e["type"] == "union_tag_invalid" and loc[:1] in (["tokenizers"], ["more_tokenizers"]):
+            lines.append(f"  {key}.model: unknown tokenizer kind {e['ctx']['tag']!r}; known kinds: "
+                         f"{', '.join(sorted(TOKENIZER_KINDS))} (adding one: docs/adding_a_tokenizer.md)")
         elif e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (check its spelling against params.yaml's comments)")
         else:

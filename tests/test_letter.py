@@ -10,10 +10,10 @@ from safetensors.torch import save_file
 
 from pipeline.config import LetterTokenizer, RQVAETokenizer
 from pipeline.tokenizers.letter import LetterRegulariser, cluster_codes, diversity_loss, neighbour_code_agreement
-from pipeline.tokenizers.rqvae import sinkhorn_codes, train_rqvae
+from pipeline.tokenizers.rqvae import sinkhorn_codes
 from pipeline.tokenizers.semantic_ids import read_id_table
 from pipeline.tokenizers.tokenize import semantic_ids, tokenize
-from tests.test_rqvae import CONFIG, clustered_data
+from tests.test_rqvae import CONFIG, clustered_data, fit
 
 SMALL = dict(hidden=[64], code_dim=16, levels=3, codebook_size=32, epochs=20, batch_size=256, lr=3e-3)
 
@@ -50,8 +50,8 @@ def test_letter_block_with_regularisers_off_gives_the_rqvaes_ids(tmp_path):
 def test_a_regulariser_with_zero_weights_trains_the_rqvae_step_for_step():
     z, _, reg = letter()
     train = dict(epochs=5, batch_size=128, lr=1e-2, seed=0, progress=False)
-    plain, _ = train_rqvae(z, CONFIG, **train)
-    hooked, history = train_rqvae(z, CONFIG, regulariser=reg, **train)
+    plain, _ = fit(z, CONFIG, **train)
+    hooked, history = fit(z, CONFIG, regulariser=reg, **train)
     for name, value in plain.state_dict().items():
         assert torch.equal(value, hooked.state_dict()[name]), name
     assert "collaborative_loss" not in history[-1]
@@ -88,7 +88,7 @@ def test_collaborative_regulariser_puts_collaborative_neighbours_on_shared_codes
     for weight in (0.0, 100.0):  # the reconstruction of 32-d noise dominates a small weight
         reg = LetterRegulariser(h, CONFIG.code_dim, collaborative_weight=weight, diversity_weight=0, clusters=3,
                                 refresh_epochs=1, sinkhorn_epsilon=0.0, sinkhorn_iters=50, seed=0)
-        model, _ = train_rqvae(z, CONFIG, regulariser=reg, **train)
+        model, _ = fit(z, CONFIG, regulariser=reg, **train)
         shares[weight] = neighbour_code_agreement(model.encode_codes(z).numpy(), h, k=10)
     assert shares[100.0]["share"] > shares[0.0]["share"] + 0.05, shares
 

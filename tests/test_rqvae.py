@@ -1,4 +1,5 @@
-"""RQ-VAE (pipeline/tokenizers/rqvae.py) on synthetic clustered data; CPU, a few seconds in total."""
+"""RQ-VAE (pipeline/tokenizers/rqvae.py, its training pipeline/tokenizers/rqvae_training.py) on synthetic clustered
+data; CPU, a few seconds in total."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.tokenizer_schemas import RQVAETokenizer
 from pipeline.tokenizers.rqvae import (
     RQVAE,
     RQVAE_CONFIG_FILE,
@@ -16,8 +18,8 @@ from pipeline.tokenizers.rqvae import (
     load_rqvae,
     resolve_device,
     save_rqvae,
-    train_rqvae,
 )
+from pipeline.tokenizers.rqvae_training import train_rqvae
 from pipeline.tokenizers.semantic_ids import collision_stats
 
 N_CLUSTERS = 8
@@ -25,6 +27,15 @@ IN_DIM = 32
 # Small but complete: one hidden layer, e = 16, TIGER's L = 3, K = 8 (one level-1 code per cluster).
 CONFIG = RQVAEConfig(in_dim=IN_DIM, hidden=(64,), code_dim=16, levels=3, codebook_size=8)
 TRAIN = dict(epochs=100, batch_size=256, lr=1e-2, optimizer="adamw", weight_decay=1e-4, progress=False)
+
+
+def fit(z, config: RQVAEConfig = CONFIG, *, seed: int = 0, on_epoch=None, progress: bool = False, regulariser=None,
+        **settings):
+    """``train_rqvae`` on a params block with ``config``'s network and ``settings``' schedule; the schedule defaults
+    to one without early stopping or restarts, on CPU (what these tests measure)."""
+    network = {k: v for k, v in config.to_dict().items() if k in RQVAETokenizer.model_fields}
+    block = RQVAETokenizer(**{"dead_code_restart": False, "patience": 0, "device": "cpu", **network, **settings})
+    return train_rqvae(z, block, seed=seed, on_epoch=on_epoch, progress=progress, regulariser=regulariser)
 
 
 def clustered_data(seed: int = 0, n: int = 2000, rank: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +60,7 @@ def data():
 def trained(data):
     z, _ = data
     seen: list[tuple[int, dict]] = []
-    model, history = train_rqvae(z, CONFIG, seed=0, on_epoch=lambda e, m: seen.append((e, m)), **TRAIN)
+    model, history = fit(z, CONFIG, seed=0, on_epoch=lambda e, m: seen.append((e, m)), **TRAIN)
     return model, history, seen
 
 
@@ -121,9 +132,9 @@ def test_history_and_callback(trained):
 def test_same_seed_gives_identical_model_and_codes(data):
     z, _ = data
     short = {**TRAIN, "epochs": 5}
-    a, ha = train_rqvae(z, CONFIG, seed=7, **short)
-    b, hb = train_rqvae(z, CONFIG, seed=7, **short)
-    c, _ = train_rqvae(z, CONFIG, seed=8, **short)
+    a, ha = fit(z, CONFIG, seed=7, **short)
+    b, hb = fit(z, CONFIG, seed=7, **short)
+    c, _ = fit(z, CONFIG, seed=8, **short)
     assert np.array_equal(a.encode_codes(z).numpy(), b.encode_codes(z).numpy())
     sa, sb, sc = state(a), state(b), state(c)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -137,7 +148,7 @@ def test_training_leaves_global_rng_untouched(data):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    train_rqvae(z[:300], CONFIG, seed=0, **{**TRAIN, "epochs": 1})
+    fit(z[:300], CONFIG, seed=0, **{**TRAIN, "epochs": 1})
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -281,14 +292,14 @@ def test_kmeans_deterministic_and_few_points():
 
 def test_training_with_fewer_items_than_codes():
     z, _ = clustered_data(n=5)
-    model, history = train_rqvae(z, CONFIG, seed=0, **{**TRAIN, "epochs": 2})
+    model, history = fit(z, CONFIG, seed=0, **{**TRAIN, "epochs": 2})
     assert np.isfinite(history[-1]["loss"])
     assert model.encode_codes(z).shape == (5, CONFIG.levels)
 
 
 def test_adagrad_runs(data):
     z, _ = data
-    _, history = train_rqvae(z[:500], CONFIG, seed=0, **{**TRAIN, "epochs": 2, "optimizer": "adagrad", "lr": 0.05})
+    _, history = fit(z[:500], CONFIG, seed=0, **{**TRAIN, "epochs": 2, "optimizer": "adagrad", "lr": 0.05})
     assert np.isfinite(history[-1]["loss"])
 
 
@@ -310,13 +321,13 @@ def test_config_round_trip_and_validation():
 def test_train_rejects_bad_input(data):
     z, _ = data
     with pytest.raises(ValueError, match="shape"):
-        train_rqvae(z[:, :10], CONFIG, seed=0, **TRAIN)
+        fit(z[0], CONFIG, seed=0, **TRAIN)
     with pytest.raises(ValueError, match="optimizer"):
-        train_rqvae(z, CONFIG, seed=0, **{**TRAIN, "optimizer": "sgd"})
+        fit(z, CONFIG, seed=0, **{**TRAIN, "optimizer": "sgd"})
     bad = z[:20].copy()
     bad[3, 3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        train_rqvae(bad, CONFIG, seed=0, **TRAIN)
+        fit(bad, CONFIG, seed=0, **TRAIN)
 
 
 def test_resolve_device():
@@ -332,16 +343,16 @@ def test_plateau_stops_before_the_cap_and_keeps_the_fewest_collisions(data, monk
             for parameter in model.parameters():
                 parameter.add_(1e-3)
         return 1
-    monkeypatch.setattr("pipeline.tokenizers.rqvae.restart_dead_codes", restart)
+    monkeypatch.setattr("pipeline.tokenizers.rqvae_training.restart_dead_codes", restart)
     train = {**TRAIN, "epochs": 400, "dead_code_restart": True}
-    model, history = train_rqvae(z, CONFIG, seed=0, patience=10, keep="collisions", **train)
+    model, history = fit(z, CONFIG, seed=0, patience=10, keep="collisions", **train)
     assert len(history) < 400  # stopped on the plateau, not at the cap
     best = min(history, key=lambda row: (row["collision_rate"], row["loss"]))
     assert best["epoch"] < len(history) and best["codes_restarted"]
     codes = model.encode_codes(torch.from_numpy(z)).numpy()
     assert collision_stats(codes)["collision_rate"] == best["collision_rate"]
     # the kept weights are that epoch's as its codes were measured, before its restart
-    rerun, _ = train_rqvae(z, CONFIG, seed=0, **{**train, "epochs": best["epoch"]})
+    rerun, _ = fit(z, CONFIG, seed=0, **{**train, "epochs": best["epoch"]})
     assert all(torch.equal(a, b) for a, b in zip(state(model).values(), state(rerun).values()))
     # no epoch of the last `patience` improved the collision rate or the loss (by 0.1 %)
     before = history[:-10]
@@ -351,6 +362,6 @@ def test_plateau_stops_before_the_cap_and_keeps_the_fewest_collisions(data, monk
 
 def test_no_patience_runs_every_epoch_and_keeps_the_last(data, trained):
     z, _ = data
-    model, history = train_rqvae(z, CONFIG, seed=0, patience=0, keep="last", **TRAIN)
+    model, history = fit(z, CONFIG, seed=0, patience=0, keep="last", **TRAIN)
     assert len(history) == TRAIN["epochs"]
     assert all(torch.equal(a, b) for a, b in zip(state(model).values(), state(trained[0]).values()))

@@ -3,7 +3,9 @@ params.yaml's comment)."""
 import numpy as np
 import torch
 
-from pipeline.tokenizers.rqvae import RQVAE, RQVAEConfig, restart_dead_codes, train_rqvae
+from pipeline.tokenizers.rqvae import RQVAE, RQVAEConfig
+from pipeline.tokenizers.rqvae_training import restart_dead_codes
+from tests.test_rqvae import fit
 
 
 def test_unused_codes_move_onto_item_residuals_and_used_codes_stay():
@@ -27,8 +29,8 @@ def test_restarts_turn_a_collapsing_run_into_a_used_codebook():
     z = (centre + 0.05 * rng.normal(size=(300, 32))).astype(np.float32)  # a tight, homogeneous catalogue
     config = RQVAEConfig(in_dim=32, hidden=(64,), code_dim=8, levels=2, codebook_size=16)
     kwargs = dict(epochs=20, batch_size=100, lr=1e-3, seed=0, progress=False)
-    _, plain = train_rqvae(z, config, **kwargs)
-    _, restarted = train_rqvae(z, config, dead_code_restart=True, **kwargs)
+    _, plain = fit(z, config, **kwargs)
+    _, restarted = fit(z, config, dead_code_restart=True, **kwargs)
     # measured: plain ends with 1 level-1 code of 16 and every item colliding; restarted uses 7
     assert plain[-1]["util_l1"] <= 2 / 16 and restarted[-1]["util_l1"] >= 4 / 16
     assert restarted[-1]["collision_rate"] < plain[-1]["collision_rate"]

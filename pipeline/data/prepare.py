@@ -8,10 +8,10 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.config import Params
-from pipeline.data import embedded
-from pipeline.data.download import MANIFEST
-from pipeline.data.readers import DataError, read_source
+from pipeline.data.raw_files import MANIFEST
+from pipeline.data.readers import DataError
 from pipeline.data.sequences import build_sequences, leave_one_out, sequence_stats
+from pipeline.data.sources.registry import source_for
 from pipeline.io import atomic_dir, write_json, write_parquet
 
 SEQUENCE_FILES = ("items", "users", "interactions", "train", "valid", "test")
@@ -33,13 +33,10 @@ def prepare(params: Params, raw_dir: str | Path, out_dir: str | Path, log=print)
                         f"data.source={params.data.source!r}; run the download stage again")
     fp = params.filter
     t0 = time.perf_counter()
-    # Errors and the summary name the user's own file (the local source's origin), not its copy in data/raw.
-    shown = {name: entry["origin"] for name, entry in manifest["files"].items()} \
-        if params.data.source == "local" else {}
-    if params.data.source == embedded.SOURCE:  # the copy of the shipped files, checked again before it is read
-        embedded.verify(raw_dir)
-    inter, item_text, report = read_source(params.data.source, raw_dir, manifest["files"], max_bad=fp.max_bad_lines,
-                                           local=params.data.local, shown=shown)
+    source = source_for(params.data)
+    shown = source.shown_names(manifest["files"])  # the local source's errors name the user's own files
+    source.check_raw(raw_dir)
+    inter, item_text, report = source.read(raw_dir, manifest["files"], max_bad=fp.max_bad_lines, shown=shown)
     log(f"read {inter.height:,} interactions and {0 if item_text is None else item_text.height:,} item records "
         f"in {time.perf_counter() - t0:.1f}s")
     keep = None

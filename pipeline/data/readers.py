@@ -1,4 +1,5 @@
-"""Parse raw files into two frames: interactions (user, item, timestamp in file order) and item text.
+"""File formats: parse raw files into two frames, interactions (user, item, timestamp in file order) and
+item text. Which files a source has and which of these readers it applies: pipeline/data/sources/.
 
 Field spellings found in the wild are accepted (docs/data_sources.md): the item id is ``parent_asin`` when
 present (Amazon 2023 keys its metadata by it), else ``asin``; the user is ``user_id`` or
@@ -390,7 +391,7 @@ def _text(value) -> str:
     return str(value).strip()
 
 
-def _items_frame(rows: list[dict], fields: Iterable[str]) -> pl.DataFrame:
+def items_frame(rows: list[dict], fields: Iterable[str]) -> pl.DataFrame:
     fields = list(fields)
     data = {"raw_item_id": [r["raw_item_id"] for r in rows]}
     for f in fields:
@@ -410,7 +411,7 @@ def read_amazon_meta(path: Path, max_bad: int, report: ReadReport) -> pl.DataFra
         for name, keys in TEXT_FIELDS.items():
             row[name] = _text(_pick(rec, keys))
         rows.append(row)
-    return _items_frame(rows, TEXT_FIELDS)
+    return items_frame(rows, TEXT_FIELDS)
 
 
 def read_sequences_json(path: Path) -> pl.DataFrame:
@@ -455,7 +456,7 @@ def read_items_json(path: Path) -> pl.DataFrame:
             fields.setdefault(k, None)
             row[k] = _text(v)
         rows.append(row)
-    return _items_frame(rows, fields)
+    return items_frame(rows, fields)
 
 
 def read_table(path: Path, columns: dict[str, str], max_bad: int, report: ReadReport) -> pl.DataFrame:
@@ -523,52 +524,6 @@ def read_items_table(path: Path, item_column: str) -> pl.DataFrame:
     ).unique("raw_item_id", keep="first", maintain_order=True)
 
 
-# ----- MovieLens-100K: the GroupLens archive or RecBole's atomic files ---------------------------------
-
-ML_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-             "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-             "Thriller", "War", "Western"]
-
-
-def read_movielens_zip(path: Path, max_bad: int, report: ReadReport) -> tuple[pl.DataFrame, pl.DataFrame]:
-    with zipfile.ZipFile(path) as z, z.open("ml-100k/u.data") as f:
-        inter_bytes = f.read()
-        item_bytes = z.read("ml-100k/u.item")
-    tmp = path.with_name(".u.data.tmp")
-    tmp.write_bytes(inter_bytes)
-    try:
-        inter = read_delimited(tmp, {"user": "user", "item": "item", "timestamp": "timestamp"}, max_bad, report,
-                               separator="\t", header=False, names=["user", "item", "rating", "timestamp"])
-    except DataError as exc:  # name the archive's member, not the temporary file
-        raise DataError(str(exc).replace(str(tmp), f"{path} (member ml-100k/u.data)")) from None
-    finally:
-        tmp.unlink()
-    rows = []
-    for line in item_bytes.decode("latin-1").splitlines():
-        parts = line.split("|")
-        if len(parts) < 5 + len(ML_GENRES):
-            continue
-        title = parts[1]
-        year = title[-5:-1] if title.endswith(")") and title[-5:-1].isdigit() else ""
-        if year:
-            title = title[:-7].strip()
-        genres = [g for g, flag in zip(ML_GENRES, parts[5:]) if flag.strip() == "1"]
-        rows.append({"raw_item_id": parts[0], "title": title, "year": year, "genres": ", ".join(genres)})
-    return inter, _items_frame(rows, ("title", "year", "genres"))
-
-
-def read_recbole_movielens_items(raw_dir: Path) -> pl.DataFrame:
-    """RecBole's ml-100k.item (its interactions, ml-100k.inter, are a delimited file read by ``read_delimited``)."""
-    items = pl.read_csv(raw_dir / "ml-100k.item", separator="\t", infer_schema=False, quote_char=None)
-    items = items.rename({c: c.split(":")[0] for c in items.columns})
-    items = items.select(
-        pl.col("item_id").alias("raw_item_id"), pl.col("movie_title").fill_null("").alias("title"),
-        pl.col("release_year").fill_null("").alias("year"),
-        pl.col("class").fill_null("").str.split(" ").list.join(", ").alias("genres"),
-    )
-    return items
-
-
 # Unix time units a timestamp column may hold, coarsest first, with the range of values that reads as a date
 # between 1973 and 5138 in that unit: a column mixing them (a tool that wrote milliseconds for part of the
 # rows) would order those users' items wrongly.
@@ -600,7 +555,7 @@ def harmonise_time_units(inter: pl.DataFrame, where: str, report: ReadReport) ->
     return inter.with_columns(pl.col("timestamp") * scale)
 
 
-def _require_interactions(inter: pl.DataFrame, path: Path, report: ReadReport) -> None:
+def require_interactions(inter: pl.DataFrame, path: Path, report: ReadReport) -> None:
     """An interactions file that gave no row is refused here, saying why, instead of after the k-core
     filter (whose message would blame filter.k)."""
     if inter.height:
@@ -616,77 +571,18 @@ def _require_interactions(inter: pl.DataFrame, path: Path, report: ReadReport) -
                     f"it again.")
 
 
-def read_source(source: str, raw_dir: Path, files: Iterable[str], *, max_bad: int, local=None,
-                shown: dict[str, str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame | None, ReadReport]:
-    """Dispatch on the source; returns (interactions in file order, item text or None, report).
+def read_interactions(path: Path, shown: str, report: ReadReport, read) -> pl.DataFrame:
+    """``read()`` the interactions file ``path`` inside :func:`reading`, refusing a file that gave no row;
+    ``shown`` is the name errors give it (the user's own file for the local source)."""
+    report.interactions_file = shown
+    with reading(path, shown, report):
+        report.lines_read = report.header_rows = 0
+        inter = read()
+        require_interactions(inter, path, report)
+    return inter
 
-    ``shown`` maps a file name under ``raw_dir`` to the name errors give it (the user's own file for the
-    local source); every failure is a DataError naming it."""
-    report = ReadReport()
-    files = set(files)
-    shown = shown or {}
-    label = lambda path: shown.get(path.name, str(path))  # noqa: E731
 
-    def interactions(path: Path, read) -> pl.DataFrame:
-        report.interactions_file = label(path)
-        with reading(path, label(path), report):
-            report.lines_read = report.header_rows = 0
-            inter = read()
-            _require_interactions(inter, path, report)
-        return inter
-
-    def item_text(path: Path, read) -> pl.DataFrame:
-        with reading(path, label(path), report):
-            return read()
-
-    if source == "movielens-100k":
-        if "ml-100k.zip" in files:
-            path = raw_dir / "ml-100k.zip"
-            report.interactions_file = label(path)
-            with reading(path, label(path), report):
-                inter, items = read_movielens_zip(path, max_bad, report)
-                _require_interactions(inter, path, report)
-        else:
-            path = raw_dir / "ml-100k.inter"
-            inter = interactions(path, lambda: read_delimited(
-                path, {"user": "user_id", "item": "item_id", "timestamp": "timestamp"}, max_bad, report,
-                separator="\t", header=True))
-            items = item_text(raw_dir / "ml-100k.item", lambda: read_recbole_movielens_items(raw_dir))
-        return harmonise_time_units(inter, label(path), report), items, report
-    if source == "amazon-scientific":  # the embedded default (checked by the caller), in the sequences format
-        path = raw_dir / "Scientific.inter.json"
-        inter = interactions(path, lambda: read_sequences_json(path))
-        item_file = raw_dir / "Scientific.item.json"
-        return inter, item_text(item_file, lambda: read_items_json(item_file)), report
-    if source == "local":
-        if local.format == "sequences":
-            path = raw_dir / f"{local.name}.inter.json"
-            inter = interactions(path, lambda: read_sequences_json(path))  # positions, not times: no units
-            item_file = raw_dir / f"{local.name}.item.json"
-            items = item_text(item_file, lambda: read_items_json(item_file)) if item_file.exists() else None
-            return inter, items, report
-        cols = {"user": local.user_column, "item": local.item_column, "timestamp": local.time_column}
-        path = raw_dir / Path(local.interactions).name
-        inter = interactions(path, lambda: read_table(path, cols, max_bad, report))
-        items = None
-        if local.items:
-            item_file = raw_dir / Path(local.items).name
-            items = item_text(item_file, lambda: read_items_table(item_file, local.item_column))
-        return harmonise_time_units(inter, label(path), report), items, report
-    meta = [f for f in files if f.startswith("meta_")]
-    inter_files = [f for f in files if not f.startswith("meta_")]
-    if len(inter_files) != 1:
-        raise DataError(f"{raw_dir}: expected one interactions file for {source}, found {sorted(inter_files)}")
-    path = raw_dir / inter_files[0]
-    if ".csv" in path.suffixes:
-        if source == "amazon2018":  # ratings CSV: no header; item, user, rating, timestamp (docs/data_sources.md)
-            read = lambda: read_delimited(path, {"user": "user", "item": "item", "timestamp": "timestamp"},  # noqa: E731
-                                          max_bad, report, header=False, names=["item", "user", "rating", "timestamp"])
-        else:  # Amazon 2023 benchmark CSV: user_id,parent_asin,rating,timestamp, header optional
-            read = lambda: read_delimited(path, {"user": "user_id", "item": "parent_asin", "timestamp": "timestamp"},  # noqa: E731
-                                          max_bad, report, names=["user_id", "parent_asin", "rating", "timestamp"])
-    else:
-        read = lambda: read_review_jsonl(path, max_bad, report)  # noqa: E731
-    inter = interactions(path, read)
-    items = item_text(raw_dir / meta[0], lambda: read_amazon_meta(raw_dir / meta[0], max_bad, report)) if meta else None
-    return harmonise_time_units(inter, label(path), report), items, report
+def read_item_text(path: Path, shown: str, report: ReadReport, read) -> pl.DataFrame:
+    """``read()`` the item text file ``path`` inside :func:`reading`."""
+    with reading(path, shown, report):
+        return read()

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.tokenizers.rqvae import RQVAE, Regulariser, kmeans
+from pipeline.tokenizers.rqvae import RQVAE, kmeans
+from pipeline.tokenizers.rqvae_training import Regulariser
 
 
 class LetterRegulariser(Regulariser):
