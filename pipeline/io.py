@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -20,18 +21,67 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import UserError
+
+
+class WriteError(UserError, OSError):
+    """An output that could not be written: a full disk, a folder without write permission, a read-only mount."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+# The write failures a user repairs on the machine (not in params.yaml or the input files).
+_WRITE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",
+                 errno.EACCES: "no permission to write there", errno.EPERM: "no permission to write there",
+                 errno.EROFS: "the file system is read-only"}
+
+
+def write_failure(exc: OSError, dest: Path) -> WriteError | None:
+    """A user error for ``exc`` met while writing ``dest``, naming the file, the cause and the free space; None
+    for other OS errors. pyarrow raises plain OSErrors without an errno: their "[Errno 28]" text counts."""
+    code = exc.errno or next((c for c in _WRITE_ERRNOS if f"[Errno {c}]" in str(exc)), None)
+    if code not in _WRITE_ERRNOS:
+        return None
+    if code not in (errno.ENOSPC, errno.EDQUOT) and exc.filename is not None:
+        failed, out = Path(exc.filename).resolve(), dest.resolve()
+        if not (failed in (out, out.parent) or failed.parent == out.parent or out in failed.parents):
+            return None  # a file it could not read or write elsewhere: not this output's failure
+    where = next((p for p in (dest.parent, *dest.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(where).free
+    return WriteError(code, f"{dest}: cannot write it: {_WRITE_ERRNOS[code]} ({free / 2**20:,.0f} MiB free on the "
+                            f"file system of {where.resolve()}). Nothing partial was left: outputs are written under a "
+                            "temporary name and renamed. Free space or fix the folder's permissions, then re-run "
+                            "`dvc repro` (finished stages are not run again)")
+
+
+@contextlib.contextmanager
+def _writing(dest: Path) -> Iterator[None]:
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as exc:
+        failure = write_failure(exc, dest)
+        if failure is None:
+            raise
+        raise failure from None
+
 
 @contextlib.contextmanager
 def atomic_path(dest: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; on success rename it to ``dest``, else delete it."""
+    """Yield a temporary path beside ``dest``; on success rename it to ``dest``, else delete it. A full disk or
+    a folder that cannot be written is a :class:`WriteError` naming ``dest``."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
+    with _writing(dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, dest)
+        with _writing(dest):
+            yield tmp_path
+            os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -41,13 +91,15 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
 def atomic_dir(dest: str | Path) -> Iterator[Path]:
     """Like :func:`atomic_path` for a directory output: build it aside, then swap it in."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    with _writing(dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
-        yield tmp
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        with _writing(dest):
+            yield tmp
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

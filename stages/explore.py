@@ -23,7 +23,7 @@ from pipeline import paths
 from pipeline.analysis import explorer
 from pipeline.config import ParamsError, load_params
 from pipeline.io import atomic_dir
-from pipeline.models.folder import IDS_FILE, MODEL_CONFIG_FILE
+from pipeline.models.folder import IDS_FILE, read_info
 from pipeline.orchestration import tracking
 from pipeline.orchestration.flows import as_flow, run_stage
 from pipeline.runtime.reproducible import pin_threads, portable_cpu_numerics
@@ -31,14 +31,6 @@ from pipeline.tokenizers.item_vectors import load_embeddings
 from pipeline.tokenizers.semantic_ids import read_id_table
 
 EXPLORER_DIR = Path("reports/explorer")
-
-
-def read_info(folder: Path) -> dict:
-    path = folder / MODEL_CONFIG_FILE
-    if not path.exists():
-        raise ParamsError(f"{path}: not found; {folder} is not a trained model folder (run its train stage, or fix the "
-                          "explore stage's command in dvc.yaml)")
-    return json.loads(path.read_text())
 
 
 def id_tables(n_items: int, tokenizers: list[str], learned: list[Path]) -> list[explorer.IdTable]:

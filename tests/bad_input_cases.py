@@ -222,7 +222,7 @@ def _params_cases() -> list[Case]:
         Case("negative learning rate", "inter.csv", c, None, "error", "train", sasrec(train={"lr": -0.001}),
              "methods.sasrec.train.lr: Input should be greater than 0"),
         Case("dropout 1.5", "inter.csv", c, None, "error", "train", sasrec(backbone={"dropout": 1.5}),
-             "methods.sasrec.backbone: dropout must be in [0, 1), got 1.5"),
+             "methods.sasrec.backbone: dropout: Input should be less than 1, got 1.5"),
         Case("batch size 0", "inter.csv", c, None, "error", "train", sasrec(train={"batch_size": 0}),
              "methods.sasrec.train.batch_size: Input should be greater than or equal to 1"),
         Case("unknown key", "inter.csv", c, None, "error", "train", sasrec(train={"learning_rate": 0.1}),

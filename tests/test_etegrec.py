@@ -270,5 +270,5 @@ def test_a_learning_rate_written_5e_5_is_a_number_and_a_word_is_refused():
 
     config = EtegrecConfig.from_dict({"n_items": 4, "depth": 4, "codebook_size": 8, "tokenizer_lr": "5e-5"})
     assert config.tokenizer_lr == 5e-5
-    with pytest.raises(ValueError, match="sia_weight: expected a number, got 'high'"):
+    with pytest.raises(ValueError, match="sia_weight: Input should be a valid number.*got 'high'"):
         EtegrecConfig.from_dict({"n_items": 4, "depth": 4, "codebook_size": 8, "sia_weight": "high"})

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.analysis import explorer
+from pipeline.models.folder import FORMAT
 from pipeline.tokenizers.semantic_ids import assign_collision_tokens, semantic_id_stats, write_id_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,13 +61,15 @@ def workspace(tmp_path, monkeypatch):
     stats = semantic_id_stats(ids[:, :2], ids, K)  # what semantic_ids@toy writes to reports/metrics
     sasrec = Path("data/models/sasrec")
     sasrec.mkdir(parents=True)
-    (sasrec / "model.json").write_text(json.dumps({"model": "sasrec", "config": {}, "inputs": []}))
+    # model folders as pipeline.models.folder writes them (format, model, config, inputs, catalogue)
+    info = {"format": FORMAT, "catalogue": {}}
+    (sasrec / "model.json").write_text(json.dumps({**info, "model": "sasrec", "config": {}, "inputs": []}))
     save_file({"item_embeddings": torch.from_numpy(rng.normal(size=(n, 4)).astype(np.float32))},
               str(sasrec / "item_embeddings.safetensors"))
     for name, table in (("learner", np.roll(ids, 1, axis=0)), ("copier", ids)):
         folder = Path("data/models") / name
         folder.mkdir()
-        (folder / "model.json").write_text(json.dumps({"model": "tiger", "config": {"codebook_size": K},
+        (folder / "model.json").write_text(json.dumps({**info, "model": "tiger", "config": {"codebook_size": K},
                                                        "inputs": [str(tok), "data/processed/tokenizers/toy"]}))
         write_id_table(table, folder / "semantic_ids.parquet")
     return {"stats": stats, "ids": ids}

@@ -1,6 +1,7 @@
 """A trained model folder stands alone: evaluate and recommend use the config and IDs stored with the model,
 whatever happened upstream since; a folder trained on another catalogue is refused."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +41,16 @@ def run_tokenizer(params, name: str) -> np.ndarray:
 def tiger_params(workspace, tokenizer: dict):
     return workspace.params({"tiger": {"model": "tiger", "inputs": ["data/processed/semantic_ids/rq"],
                                        "backbone": TINY_T5, "train": TINY_TRAIN}}, {"rq": tokenizer})
+
+
+@pytest.fixture
+def trained_tiger(workspace) -> Path:
+    """A tiny TIGER folder trained for one epoch on the workspace's random IDs."""
+    workspace.write_ids("rq", workspace.random_ids(), codebook_size=8)
+    params = workspace.params({"tiger": {"model": "tiger", "inputs": ["data/processed/semantic_ids/rq"],
+                                         "backbone": TINY_T5, "train": {**TINY_TRAIN, "epochs": 1}}})
+    train_method(params, "tiger", paths.model_dir("tiger"), log=quiet)
+    return paths.model_dir("tiger")
 
 
 def test_evaluate_and_recommend_use_the_ids_stored_with_the_model_after_the_tokenizer_reruns(workspace):
@@ -139,3 +150,31 @@ def test_a_method_that_names_ids_it_does_not_read_or_reads_none_is_refused(works
         build_method(params, "sasrec")
     with pytest.raises(ParamsError, match=r"methods.tiger.inputs: tiger reads semantic IDs: name one tokenizer's IDs"):
         build_method(params, "tiger")
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("cut weights", r"best.safetensors: not a complete safetensors file .*dvc checkout .*dvc repro -f train@tiger"),
+    ("half-written model.json", r"model.json: not valid JSON .*dvc checkout"),
+    ("model.json of another shape", r"model.json: no \['catalogue'\]"),
+    ("weights of another size", r"best.safetensors: its tensors do not fit the model"),
+])
+def test_a_damaged_model_folder_is_refused_naming_the_file_and_the_repair(trained_tiger, damage, message):
+    """What `python -m pipeline.recommend` and `evaluate@` meet when a model folder's file is cut short or wrong:
+    a message naming the file, what is wrong, and how to repair it (exit status 2, no traceback)."""
+    folder = trained_tiger
+    weights, info = folder / "best.safetensors", folder / "model.json"
+    if damage == "cut weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "half-written model.json":
+        info.write_text(info.read_text()[:40])
+    elif damage == "model.json of another shape":
+        text = json.loads(info.read_text())
+        del text["catalogue"]
+        info.write_text(json.dumps(text))
+    else:
+        text = json.loads(info.read_text())
+        text["config"]["d_ff"] *= 2
+        info.write_text(json.dumps(text))
+    with pytest.raises(ParamsError, match=message):
+        load_model(folder, "cpu")
+    assert recommend_main(["--model", str(folder), "--history", "i1,i2"]) == 2

@@ -1,7 +1,6 @@
 """The switches that make a method its paper's: LETTER's ranking-guided generation loss, a search wider than
 the list (DECOR's 50 beams), a method's own history length. Each reduces exactly to TIGER's behaviour when off
 and changes it when on."""
-import dataclasses
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from tests.test_tiger import catalogue, pattern_split, tiny_tiger
 
 def with_config(model: Tiger, **changes) -> Tiger:
     """The same weights under another config (the switches do not change the parameters)."""
-    twin = Tiger(dataclasses.replace(model.config, **changes), catalogue())
+    twin = Tiger(type(model.config).from_dict({**model.config.to_dict(), **changes}), catalogue())
     twin.load_state_dict(model.state_dict())
     return twin
 

@@ -1,39 +1,62 @@
 """The interface every recommender implements, so that one trainer and one evaluator serve all."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Annotated, Callable, ClassVar
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from pipeline.data.splits import Split
 
+# An integer setting of at least 1 (strict: a bool is not one, YAML's `true` is no layer count).
+Positive = Annotated[int, Field(strict=True, ge=1)]
 
-class ModelConfig:
-    """``to_dict`` / ``from_dict`` for the models' dataclass configs (checkpoints store them as JSON);
-    an unknown key is a ValueError that names it and the known ones."""
+
+class ModelConfig(BaseModel):
+    """A model's settings: the params block's ``backbone`` plus the sizes its data gives (``Recommender.sizes``).
+
+    The same typed, range-checked schema as params.yaml's (pydantic, ``pipeline.config``): an unknown key, a
+    value of the wrong type or out of range is a ValueError naming the setting. Checkpoints store it as JSON
+    (``to_dict`` / ``from_dict``). A numeric string is a number: YAML 1.1 reads 5e-5 (no dot) as a string, as
+    ``dvc exp run -S ...=5e-5`` writes it."""
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, d: dict):
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(d) - set(fields)
+        unknown = set(d) - set(cls.model_fields)
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} setting(s) {sorted(unknown)}; known: {sorted(fields)}")
-        d = dict(d)
-        for name, value in d.items():
-            # YAML 1.1 reads 5e-5 (no dot) as a string, as `dvc exp run -S ...=5e-5` writes it: a number here
-            if fields[name].type in ("float", float) and isinstance(value, str):
-                try:
-                    d[name] = float(value)
-                except ValueError:
-                    raise ValueError(f"{name}: expected a number, got {value!r}") from None
-        return cls(**d)
+            raise ValueError(f"unknown {cls.__name__} setting(s) {sorted(unknown)}; known: {sorted(cls.model_fields)}")
+        try:
+            return cls.model_validate(d)
+        except ValidationError as exc:
+            raise ValueError(config_errors(exc)) from None
+
+    @classmethod
+    def check_settings(cls, settings: dict) -> None:
+        """Check the settings a params block gives, before the sizes that come from the data are known: every
+        key known and every value of its type and range (checks across settings run when the model is built)."""
+        unknown = set(settings) - set(cls.model_fields)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} setting(s) {sorted(unknown)}; known: {sorted(cls.model_fields)}")
+        try:
+            cls.model_validate(settings)
+        except ValidationError as exc:
+            given = [e for e in exc.errors() if e["type"] != "missing"]
+            if given:
+                raise ValueError(config_errors(exc, given)) from None
+
+
+def config_errors(exc: ValidationError, errors: list | None = None) -> str:
+    """pydantic's errors as one line per setting: ``dropout: Input should be less than 1, got 1.5``."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+                     + (f", got {e['input']!r}" if e["type"] != "missing" and e["loc"] else "")
+                     for e in (errors if errors is not None else exc.errors()))
 
 
 # What ``Recommender.rank`` returns where no valid item fills a slot (the metrics count it as a miss).
@@ -93,12 +116,15 @@ class Recommender(nn.Module):
 
     The registry (``pipeline.models.registry``) builds a model from its class attributes:
     - ``reads``: the inputs beyond the splits (``READS_SEMANTIC_IDS``, ``READS_CODEBOOKS``, ``READS_TOKENIZER``);
-    - ``config_class``: its settings (the params block's ``backbone`` plus the sizes ``sizes`` derives);
+    - ``config_class``: its settings (the params block's ``backbone`` plus the sizes ``sizes`` derives, named
+      by ``data_settings``);
     - ``from_inputs``: the model from a config and the inputs;
     - ``fits_itself``: True for a model fitted by ``fit(train_split)`` instead of the trainer (popularity).
     """
     reads: ClassVar[tuple[str, ...]] = ()
     config_class: ClassVar[type[ModelConfig]]
+    # The settings of ``config_class`` that ``sizes`` derives from the data: a params block may not set them.
+    data_settings: ClassVar[tuple[str, ...]] = ("n_items",)
     fits_itself: ClassVar[bool] = False
 
     @classmethod

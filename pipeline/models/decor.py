@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from pipeline.models.base import READS_CODEBOOKS, READS_SEMANTIC_IDS, EpochSums, ModelInputs
@@ -28,59 +29,40 @@ from pipeline.models.tiger.model import BOS, FIRST_CODE, Tiger, TigerConfig
 from pipeline.models.tiger.t5 import encode
 
 
-@dataclass
 class DecorConfig(TigerConfig):
     fusion: bool = True  # C2: frozen codebooks + collaborative table (paper: "pretrained" rows)
     composition: bool = True  # C1: contextualized token composition
     # M learnable BOS queries. Paper: 32 (Scientific), 64 (Instruments, Games); 0 = TIGER's BOS token.
-    bos_queries: int = 32
+    bos_queries: Annotated[int, Field(strict=True, ge=0)] = 32
     # α, the weight of the composed embedding. Paper: 0.25 (Scientific), 0.55 (Instruments, Games);
     # α >= 0.7 collapses training (paper §4.4).
-    alpha: float = 0.25
+    alpha: float = Field(0.25, ge=0.0, le=1.0)
     # (open) The residual equation was lost in extraction. "interpolate": (1-α)·x + α·m, where a small α
     # favours the static embedding as the paper's text says; "additive": x + α·m, the other reading.
-    residual: str = "interpolate"
+    residual: Literal["interpolate", "additive"] = "interpolate"
     # (open) The score of the composition attention. "dot": q.k / sqrt(d), the paper's scaled dot product;
     # its scale is unbounded, and on ML-100K every sample's weights went one-hot on one shared code within
     # 100 steps while that code's key norm grew x3 (docs/decor_collapse.md). "cosine": cos(q, k) / temperature,
     # bounded by 1/temperature (a weight ratio of at most exp(2 / temperature)).
-    scores: str = "dot"
-    temperature: float = 0.1  # for scores: cosine (our choice: ratios up to e^20, sharp but never one-hot by scale)
+    scores: Literal["dot", "cosine"] = "dot"
+    # for scores: cosine (our choice: ratios up to e^20, sharp but never one-hot by scale)
+    temperature: float = Field(0.1, gt=0)
     # (open) The composition's context. "pooled": the attention-pooled history token embeddings, then an MLP
     # (our reading of §3.3); "centred": the same minus the mean code-token embedding, the part every user's
     # history shares (users' pooled contexts had a mean pairwise cosine of 0.98: docs/decor_collapse.md).
-    context: str = "pooled"
+    context: Literal["pooled", "centred", "encoder"] = "pooled"
     # (open) "encoder": the same pooling and MLP over the encoder's output states instead of its input
     # embeddings. They carry each token in its sequence, not a bag of the history's tokens (our choice).
     # The weight of a bonus for composition weights that differ across users: the training loss subtracts
     # diversity_weight x I(user; code) / log K per level, the mutual information between the batch's users
     # and the codes their weights pick, H(mean of the weights) - mean H(weights). 0 is the paper's loss.
     # A constant composition has I = 0; one-hot weights on a different code per user have I = log(#codes).
-    diversity_weight: float = 0.0
+    diversity_weight: float = Field(0.0, ge=0)
     # (open) "batch": the context u standardised over the batch's users (batch normalisation without affine
     # parameters; running statistics at inference). It removes the component every user shares, which
     # training otherwise grows until every user's query is the same vector (docs/decor_collapse.md): no code
     # can then win for all users at once. "none": the paper's u = MLP(pooled).
-    context_norm: str = "none"
-
-    def __post_init__(self):
-        super().__post_init__()  # the backbone's sizes and dropout (TigerConfig)
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.bos_queries < 0:
-            raise ValueError(f"bos_queries must be >= 0, got {self.bos_queries}")
-        if self.residual not in ("interpolate", "additive"):
-            raise ValueError(f"residual must be 'interpolate' or 'additive', got {self.residual!r}")
-        if self.scores not in ("dot", "cosine"):
-            raise ValueError(f"scores must be 'dot' or 'cosine', got {self.scores!r}")
-        if self.context not in ("pooled", "centred", "encoder"):
-            raise ValueError(f"context must be 'pooled', 'centred' or 'encoder', got {self.context!r}")
-        if self.context_norm not in ("none", "batch"):
-            raise ValueError(f"context_norm must be 'none' or 'batch', got {self.context_norm!r}")
-        if not self.diversity_weight >= 0:
-            raise ValueError(f"diversity_weight must be >= 0, got {self.diversity_weight}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+    context_norm: Literal["none", "batch"] = "none"
 
 
 def user_code_information(weights: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as load_safetensors_into
 
@@ -59,15 +59,45 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
         save_file(tensors, str(tmp), metadata={TIED_KEY: json.dumps(tied, sort_keys=True)} if tied else None)
 
 
+class DamagedFileError(MethodError):
+    """A file of a model folder that exists but cannot be read: cut short, half written, or of another model."""
+
+
+def damaged(path: Path, what: str) -> DamagedFileError:
+    """The message for a file that cannot be read: which file, what is wrong, and the two ways to repair it."""
+    folder = path.parent.parent if path.parent.name == "last" else path.parent
+    return DamagedFileError(f"{path}: {what}. The file is damaged (cut short by a full disk or a killed copy, or "
+                            f"edited by hand): restore the recorded one with `dvc checkout {folder}`, or re-train "
+                            f"it with `dvc repro -f train@{folder.name}`")
+
+
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     device = next(model.parameters(), torch.zeros(0)).device
-    tensors = load_file(str(path), device=str(device))
-    with safe_open(str(path), "pt") as f:
-        tied = json.loads((f.metadata() or {}).get(TIED_KEY, "{}"))
-    if not tied and set(model.state_dict()) - set(tensors):  # a file of safetensors' save_model
-        load_safetensors_into(model, str(path), strict=True, device=str(device))
-        return
-    model.load_state_dict({**tensors, **{name: tensors[kept] for name, kept in tied.items()}}, strict=True)
+    try:
+        tensors = load_file(str(path), device=str(device))
+        with safe_open(str(path), "pt") as f:
+            tied = json.loads((f.metadata() or {}).get(TIED_KEY, "{}"))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise damaged(path, f"not a complete safetensors file ({str(exc).splitlines()[0][:120]})") from None
+    try:
+        if not tied and set(model.state_dict()) - set(tensors):  # a file of safetensors' save_model
+            load_safetensors_into(model, str(path), strict=True, device=str(device))
+            return
+        model.load_state_dict({**tensors, **{name: tensors[kept] for name, kept in tied.items()}}, strict=True)
+    except (RuntimeError, KeyError) as exc:  # missing, unexpected or mis-shaped tensors
+        raise damaged(path, f"its tensors do not fit the model its folder describes "
+                            f"({str(exc).splitlines()[0][:160]})") from None
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file of a model or results folder; a cut-short or garbled one is a clear error naming it."""
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise damaged(path, f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise damaged(path, f"expected a JSON object, found {type(value).__name__}")
+    return value
 
 
 # ----- semantic IDs and codebooks --------------------------------------------------------------------
@@ -84,7 +114,10 @@ def read_codebooks(path: Path) -> torch.Tensor:
     if not path.exists():
         raise MethodError(f"{path}: not found; this model reads a tokenizer's codebooks (DECOR's fusion), and "
                           "only an RQ-VAE or LETTER tokenizer has them (an external one brings IDs only)")
-    return load_file(str(path))["codebooks"]
+    try:
+        return load_file(str(path))["codebooks"]
+    except (SafetensorError, OSError, KeyError) as exc:
+        raise damaged(path, f"no readable 'codebooks' tensor ({str(exc).splitlines()[0][:120]})") from None
 
 
 def write_codebooks(codebooks: torch.Tensor, path: Path) -> None:
@@ -156,10 +189,13 @@ def read_info(folder: Path) -> dict:
     path = Path(folder) / MODEL_CONFIG_FILE
     if not path.exists():
         raise MethodError(f"{path}: not found; {folder} is not a trained model folder (run dvc repro train@<method>)")
-    info = json.loads(path.read_text())
+    info = read_json(path)
     if info.get("format") != FORMAT:
         raise MethodError(f"{path}: written by another version of the pipeline (format {info.get('format')}); "
                           "re-run its train stage")
+    missing = sorted({"model", "config", "catalogue"} - set(info))
+    if missing:
+        raise damaged(path, f"no {missing}")
     return info
 
 
@@ -171,8 +207,11 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu",
     if items_path is not None:
         check_catalogue(folder, info, items_path)
     cls = model_class(info["model"], f"{folder / MODEL_CONFIG_FILE}: model")
-    config = cls.config_class.from_dict(info["config"])
-    data = ModelInputs(n_items=info["config"]["n_items"])
+    try:
+        config = cls.config_class.from_dict(info["config"])
+    except ValueError as exc:
+        raise damaged(folder / MODEL_CONFIG_FILE, f"its config does not fit {info['model']}: {exc}") from None
+    data = ModelInputs(n_items=config.n_items)
     if READS_SEMANTIC_IDS in cls.reads:
         data.item_codes = _codes(folder / IDS_FILE, data.n_items)
         data.codebook_size = info["config"]["codebook_size"]

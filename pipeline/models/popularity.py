@@ -17,13 +17,11 @@ fewer than 4 items has no training sample and adds nothing (the 5-core filter le
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from pipeline.data.splits import Split
-from pipeline.models.base import INVALID, ModelConfig, ModelInputs, Recommender
+from pipeline.models.base import INVALID, ModelConfig, ModelInputs, Positive, Recommender
 
 
 def training_interaction_counts(train: Split, n_items: int) -> np.ndarray:
@@ -41,9 +39,8 @@ def training_interaction_counts(train: Split, n_items: int) -> np.ndarray:
     return np.bincount(counted, minlength=n_items).astype(np.int64)
 
 
-@dataclass
 class PopularityConfig(ModelConfig):
-    n_items: int
+    n_items: Positive
 
 
 class MostPopular(Recommender):
@@ -60,7 +57,7 @@ class MostPopular(Recommender):
         if n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {n_items}")
         self.n_items = n_items
-        self.config = PopularityConfig(n_items)
+        self.config = PopularityConfig(n_items=n_items)
         self.register_buffer("counts", torch.zeros(n_items, dtype=torch.int64))
 
     def fit(self, train: Split) -> "MostPopular":

@@ -44,15 +44,27 @@ def name_of(cls: type[Recommender]) -> str:
     return next(name for name, entry in MODELS.items() if entry == f"{cls.__module__}:{cls.__qualname__}")
 
 
+def check_backbone(name: str, backbone: dict, where: str) -> None:
+    """Check a params block's ``backbone`` against model ``name``'s settings when a stage starts, before it
+    reads data or writes anything: a key the model does not know or one that comes from the data, a value of
+    the wrong type or out of range. (Checks across settings and the data's sizes run in :func:`build`.)"""
+    cls = model_class(name, where)
+    fixed = sorted(set(backbone) & set(cls.data_settings))
+    if fixed:
+        raise MethodError(f"{where}.backbone: {fixed} come from the data, not from params.yaml")
+    try:
+        cls.config_class.check_settings(backbone)
+    except ValueError as exc:
+        raise MethodError(f"{where}.backbone: {exc}") from None
+
+
 def build(name: str, backbone: dict, inputs: ModelInputs, max_history: int, where: str) -> Recommender:
     """The model ``name`` with the ``backbone`` settings of a params block, sized by ``inputs``.
 
     ``where`` names the block in messages (``params.yaml: methods.tiger``)."""
+    check_backbone(name, backbone, where)
     cls = model_class(name, where)
     sizes = cls.sizes(inputs, max_history)
-    fixed = sorted(set(backbone) & set(sizes))
-    if fixed:
-        raise MethodError(f"{where}.backbone: {fixed} come from the data, not from params.yaml")
     try:
         config = cls.config_class.from_dict({**sizes, **backbone})
     except (TypeError, ValueError) as exc:

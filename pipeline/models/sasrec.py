@@ -20,41 +20,33 @@ that LETTER's regulariser and ETEGRec's tokenizer input need (docs/method_refere
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
 from pipeline.data.splits import DeviceSplit, Split
-from pipeline.models.base import INVALID, ModelConfig, ModelInputs, Recommender
+from pipeline.models.base import INVALID, ModelConfig, ModelInputs, Positive, Recommender
 
 
-@dataclass
 class SASRecConfig(ModelConfig):
-    n_items: int
+    n_items: Positive
     # history length of docs/method_reference.md §1 (TIGER, DECOR, DiscRec, LETTER); the paper uses 50 on Amazon
-    max_len: int = 20
+    max_len: Positive = 20
     # Our choice: a power of two in the 64-256 range docs/method_reference.md §9 gives (the paper uses d = 50).
-    hidden: int = 64
-    n_blocks: int = 2  # paper: 2 self-attention blocks
-    n_heads: int = 2  # docs/method_reference.md §9 allows 1-2; the paper found one head enough, params.yaml uses 2
+    hidden: Positive = 64
+    n_blocks: Positive = 2  # paper: 2 self-attention blocks
+    n_heads: Positive = 2  # docs/method_reference.md §9 allows 1-2; the paper found one head enough, params.yaml uses 2
     # Paper: 0.2 on the dense MovieLens-1M, 0.5 on the sparse Amazon/Steam data. 0.2 is the default here
     # (the dense-data value); set 0.5 in params.yaml to follow the paper on Amazon.
-    dropout: float = 0.2
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
 
-    def __post_init__(self):
-        if self.n_items < 1:
-            raise ValueError(f"n_items must be >= 1, got {self.n_items}")
-        if self.max_len < 1:
-            raise ValueError(f"max_len must be >= 1, got {self.max_len}")
-        if self.n_blocks < 1:
-            raise ValueError(f"n_blocks must be >= 1, got {self.n_blocks}")
-        if self.n_heads < 1 or self.hidden % self.n_heads:
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.hidden % self.n_heads:
             raise ValueError(f"hidden ({self.hidden}) must be a positive multiple of n_heads ({self.n_heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        return self
 
 
 def position_ids(lengths: torch.Tensor, width: int) -> torch.Tensor:
@@ -66,6 +58,7 @@ def position_ids(lengths: torch.Tensor, width: int) -> torch.Tensor:
 
 class SASRec(Recommender):
     config_class = SASRecConfig
+    data_settings = ("n_items", "max_len")
 
     @classmethod
     def sizes(cls, inputs: ModelInputs, max_history: int) -> dict:

@@ -25,34 +25,32 @@ prefix: ``embed_decoder_last`` re-runs the (one-layer, D-token) branch on it; th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
 from pipeline.models.base import READS_SEMANTIC_IDS, EpochSums
 from pipeline.models.discrec.locality import decoder_items, encoder_items, local_attention_mask
 from pipeline.models.tiger.model import Tiger, TigerConfig
 
-FUSIONS = ("gate", "sum", "semantic")
 
-
-@dataclass
 class DiscrecConfig(TigerConfig):
     item_positions: bool = True  # Table III "w/o IPE": false
     localized_transformer: bool = True  # Table III "w/o TF": false
-    fusion: str = "gate"  # gate (Eqs. 23-26) | sum (Table III "w/o Gating") | semantic (TIGER: the test switch)
-    branch_heads: int = 2  # §IV-A4: 2 heads (attention dimension d_model / heads = 64 at d_model 128)
-    branch_ff: int = 1024  # §IV-A4: MLP hidden size 1024, ReLU; dropout is the backbone's (0.1)
+    # gate (Eqs. 23-26) | sum (Table III "w/o Gating") | semantic (TIGER: the test switch)
+    fusion: Literal["gate", "sum", "semantic"] = "gate"
+    # §IV-A4: 2 heads (attention dimension d_model / heads = 64 at d_model 128)
+    branch_heads: Annotated[int, Field(strict=True, ge=1)] = 2
+    # §IV-A4: MLP hidden size 1024, ReLU; dropout is the backbone's (0.1)
+    branch_ff: Annotated[int, Field(strict=True, ge=1)] = 1024
 
-    def __post_init__(self):
-        super().__post_init__()  # the backbone's sizes and dropout (TigerConfig)
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        if self.branch_heads < 1 or self.d_model % self.branch_heads:
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.d_model % self.branch_heads:
             raise ValueError(f"branch_heads must divide d_model ({self.d_model}), got {self.branch_heads}")
-        if self.branch_ff < 1:
-            raise ValueError(f"branch_ff must be >= 1, got {self.branch_ff}")
+        return self
 
 
 class Discrec(Tiger):

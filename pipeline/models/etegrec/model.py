@@ -28,10 +28,11 @@ carries the IDs its weights were trained with; loading it switches the model to 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
@@ -45,50 +46,34 @@ from pipeline.tokenizers.semantic_ids import SemanticIdError, assert_unique, ass
 SIA_SIGNS = {"paper": -1.0, "official": 1.0}
 TOKENIZER_PREFIX = "tokenizer."
 CODEBOOKS = TOKENIZER_PREFIX + "codebooks"
-TOKENIZER_PRECISIONS = ("fp32", "train")
 
 
-@dataclass
 class EtegrecConfig(TigerConfig):
     # The RQ-VAE's own config (pipeline.tokenizers.rqvae.RQVAEConfig): it comes from the tokenizer the run starts from.
-    tokenizer: dict = field(default_factory=dict)
-    sia_weight: float = 3e-4  # mu: paper §5.5, best 3e-4 (1e-3 on Game) of {5e-3, 1e-3, 5e-4, 3e-4, 1e-4}
-    psa_weight: float = 1e-4  # lambda: paper §5.5, best 1e-4 of the same grid
-    temperature: float = 0.1  # tau of the PSA InfoNCE: not given in the paper (our choice)
-    sia_sign: str = "paper"  # paper: softmax(-||v - e||^2) | official: the official code's softmax(+||v - e||^2)
-    cycle_epochs: int = 2  # C: paper §5.5 tunes C in {2, 4}
-    tokenizer_cycles: int = 3  # cycles with a tokenizer epoch before it is frozen (paper: "until it converges")
-    freeze_below: float = 0.01  # ...or earlier, once a re-derivation changes fewer than this share of IDs
+    tokenizer: dict = Field(default_factory=dict)
+    sia_weight: float = Field(3e-4, ge=0)  # mu: paper §5.5, best 3e-4 (1e-3 on Game) of {5e-3, 1e-3, 5e-4, 3e-4, 1e-4}
+    psa_weight: float = Field(1e-4, ge=0)  # lambda: paper §5.5, best 1e-4 of the same grid
+    temperature: float = Field(0.1, gt=0)  # tau of the PSA InfoNCE: not given in the paper (our choice)
+    # paper: softmax(-||v - e||^2) | official: the official code's softmax(+||v - e||^2)
+    sia_sign: Literal["paper", "official"] = "paper"
+    # C: paper §5.5 tunes C in {2, 4}; at least 2: one tokenizer epoch, then recommender epochs
+    cycle_epochs: Annotated[int, Field(strict=True, ge=2)] = 2
+    # cycles with a tokenizer epoch before it is frozen (paper: "until it converges")
+    tokenizer_cycles: Annotated[int, Field(strict=True, ge=0)] = 3
+    freeze_below: float = Field(0.01, ge=0)  # ...or earlier, once a re-derivation changes fewer than this share of IDs
     # paper §5.5 tunes it in {5e-4, 1e-4, 5e-5}; the recommender's is train.lr. 0 = the tokenizer never moves
     # (the control of the ID-churn measurement: its re-derived IDs must be the input IDs)
-    tokenizer_lr: float = 1e-4
-    tokenizer_weight_decay: float = 0.05  # paper §5.5: AdamW, weight decay 0.05 for the whole framework
+    tokenizer_lr: float = Field(1e-4, ge=0)
+    tokenizer_weight_decay: float = Field(0.05, ge=0)  # paper §5.5: AdamW, weight decay 0.05 for the whole framework
     # The codebooks' weight decay. The paper's "0.05 for the whole framework" (§5.5) may or may not include
     # them; the RQ-VAE stage exempts them (decay pulls every code towards 0), and so does this default. Measured:
     # either way one tokenizer epoch changes as many IDs (docs/methods.md, ETEGRec, the churn controls).
-    codebook_weight_decay: float = 0.0
+    codebook_weight_decay: float = Field(0.0, ge=0)
     # Precision of the tokenizer's forward pass in tokenizer and joint epochs: fp32 = autocast off there, as
     # the IDs are re-derived (in float32); train = the train block's precision (bf16 autocast on this CPU)
-    tokenizer_precision: str = "fp32"
+    tokenizer_precision: Literal["fp32", "train"] = "fp32"
     alternating: bool = True  # false: joint updates every step (Table 4, "w/o AO")
     end_to_end: bool = True  # false: the tokenizer stays frozen from the start (Table 4, "w/o ETE")
-
-    def __post_init__(self):
-        super().__post_init__()  # the backbone's sizes and dropout (TigerConfig)
-        if self.sia_sign not in SIA_SIGNS:
-            raise ValueError(f"sia_sign must be one of {sorted(SIA_SIGNS)}, got {self.sia_sign!r}")
-        for name in ("sia_weight", "psa_weight", "tokenizer_weight_decay", "freeze_below", "tokenizer_lr",
-                     "codebook_weight_decay"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.tokenizer_precision not in TOKENIZER_PRECISIONS:
-            raise ValueError(f"tokenizer_precision must be one of {TOKENIZER_PRECISIONS}, "
-                             f"got {self.tokenizer_precision!r}")
-        if self.cycle_epochs < 2 or self.tokenizer_cycles < 0:
-            raise ValueError(f"cycle_epochs must be >= 2 (one tokenizer epoch, then recommender epochs) and "
-                             f"tokenizer_cycles >= 0, got {self.cycle_epochs}, {self.tokenizer_cycles}")
 
 
 def is_tokenizer(name: str) -> bool:
@@ -102,6 +87,7 @@ def is_recommender(name: str) -> bool:
 class Etegrec(Tiger):
     reads = (READS_SEMANTIC_IDS, READS_TOKENIZER)
     config_class = EtegrecConfig
+    data_settings = (*Tiger.data_settings, "tokenizer")  # the tokenizer's config comes with its weights
 
     @classmethod
     def sizes(cls, inputs: ModelInputs, max_history: int) -> dict:

@@ -11,13 +11,15 @@ Embeddings are computed by two methods, ``embed_encoder`` and ``embed_decoder``,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from transformers import T5Config, T5ForConditionalGeneration
 
 from pipeline.data.splits import DeviceSplit, Split
-from pipeline.models.base import READS_SEMANTIC_IDS, ModelConfig, ModelInputs, Recommender
+from pipeline.models.base import READS_SEMANTIC_IDS, ModelConfig, ModelInputs, Positive, Recommender
 from pipeline.models.tiger.decoding import PrefixIndex, constrained_beam_search
 from pipeline.models.tiger.t5 import cross_keys_values, decode, encode, lm_logits, scale_decoder_output
 
@@ -51,45 +53,31 @@ class TeacherForced:
     decoded: torch.Tensor
 
 
-@dataclass
 class TigerConfig(ModelConfig):
-    n_items: int
-    depth: int  # ID length: L learned levels + the collision level
-    codebook_size: int  # K
-    max_history: int = 20  # docs/method_reference.md §1
+    # Sizes from the data (Tiger.sizes); range-checked here, before a stage writes anything: a size of 0 or a
+    # dropout of 1.5 would otherwise fail deep inside T5 or train nothing (a model with 0 layers).
+    n_items: Positive
+    depth: Positive  # ID length: L learned levels + the collision level
+    codebook_size: Positive  # K
+    max_history: Positive = 20  # docs/method_reference.md §1
     # T5 sizes of docs/method_reference.md §4 (TIGER): 4+4 layers, d_model 128, 6 heads x 64, FFN 1024, ReLU,
     # dropout 0.1.
-    d_model: int = 128
-    num_layers: int = 4
-    num_decoder_layers: int = 4
-    num_heads: int = 6
-    d_kv: int = 64
-    d_ff: int = 1024
-    dropout: float = 0.1
+    d_model: Positive = 128
+    num_layers: Positive = 4
+    num_decoder_layers: Positive = 4
+    num_heads: Positive = 6
+    d_kv: Positive = 64
+    d_ff: Positive = 1024
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
     feed_forward_proj: str = "relu"
     # LETTER's ranking-guided generation loss (LETTER paper §3.3): the training cross-entropy on logits / tau.
     # 1 = TIGER's loss exactly. The LETTER paper reports tau below 1 helping; its released training scripts
     # run 1.0 (HonghuiBao2000/LETTER, LETTER-TIGER/run_train.sh); DiscRec's code trains with plain cross-entropy.
-    loss_temperature: float = 1.0
+    loss_temperature: float = Field(1.0, gt=0)
     # Beams of the constrained search. 0 = the list length asked for (evaluate.beam_size, train.beam_size);
     # wider = search that many beams and keep the best list-length of them, so every method's metrics still
     # rank the same number of items (DECOR decodes with 50 beams, DECOR paper appendix).
-    beam_width: int = 0
-
-    def __post_init__(self):
-        # Checked here, before a stage writes anything: a size of 0 or a dropout of 1.5 would otherwise fail
-        # deep inside T5 or train nothing (a model with 0 layers).
-        for name in ("n_items", "depth", "codebook_size", "max_history", "d_model", "num_layers",
-                     "num_decoder_layers", "num_heads", "d_kv", "d_ff"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not self.loss_temperature > 0:
-            raise ValueError(f"loss_temperature must be > 0 (1 = plain cross-entropy), got {self.loss_temperature}")
-        if isinstance(self.beam_width, bool) or not isinstance(self.beam_width, int) or self.beam_width < 0:
-            raise ValueError(f"beam_width must be an integer >= 0 (0 = the list length), got {self.beam_width!r}")
+    beam_width: Annotated[int, Field(strict=True, ge=0)] = 0
 
     @property
     def vocab_size(self) -> int:
@@ -105,6 +93,7 @@ def code_tokens(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
 class Tiger(Recommender):
     reads = (READS_SEMANTIC_IDS,)
     config_class = TigerConfig
+    data_settings = ("n_items", "depth", "codebook_size", "max_history")
 
     @classmethod
     def sizes(cls, inputs: ModelInputs, max_history: int) -> dict:
