@@ -1,4 +1,5 @@
-"""Orchestration overhead per stage: Prefect's temporary server, a running Prefect server, and none.
+"""Orchestration overhead per stage: the default without a Prefect server (plain calls), Prefect's temporary server
+(`GENREC_ORCHESTRATOR=prefect`), a running Prefect server (`PREFECT_API_URL`), and none.
 
 Runs one real stage process (`python -m stages.report` by default: it reads `data/results` and rewrites
 the same report bytes, so `dvc status` stays clean) several times in each mode and prints the median wall
@@ -44,7 +45,8 @@ def main() -> None:
     bin_dir = str(Path(sys.executable).parent)
     base["PATH"] = bin_dir + os.pathsep + base.get("PATH", "")
 
-    modes = {"none": {**base, "GENREC_ORCHESTRATOR": "none"}, "prefect, temporary server": dict(base)}
+    modes = {"none": {**base, "GENREC_ORCHESTRATOR": "none"}, "default, no server": dict(base),
+             "prefect, temporary server": {**base, "GENREC_ORCHESTRATOR": "prefect"}}
     t = time.perf_counter()
     with prefect_server(base) as api:
         startup = time.perf_counter() - t

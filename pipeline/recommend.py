@@ -47,27 +47,36 @@ def item_history(raw_items: list[str], items: dict) -> list[int]:
     return [dense[i] for i in raw_items]
 
 
-def recommend(model_dir: Path, history: list[int], k: int, device: str = "auto",
-              data_dir: Path = paths.SEQUENCES_DIR) -> list[dict]:
-    """The top-``k`` items for one history (dense item ids, oldest first), best first."""
+def rank_history(model, history: list[int], k: int, device) -> list[int]:
+    """The top-``k`` dense item ids after ``history`` (dense ids, oldest first), best first; the model keeps the
+    most recent items it reads (its ``max_history``). The one ranking path of this module and the MLflow model."""
     import torch
 
     if not history:
         raise RecommendError("the history is empty: give at least one item")
-    dev = resolve_device(device)
-    model, _ = load_model(model_dir, dev, items_path=data_dir / "items.parquet")
     max_history = getattr(model.config, "max_history", None) or getattr(model.config, "max_len", len(history))
     history = history[-max_history:]
     one = Split(users=np.zeros(1, np.int64), offsets=np.array([0, len(history)]), values=np.array(history),
                 targets=np.zeros(1, np.int64))  # no target: only the ranking is read
     with torch.no_grad():
-        ranked = model.rank(model.make_batch(one, np.arange(1), dev), k)[0].cpu().numpy()
+        ranked = model.rank(model.make_batch(one, np.arange(1), device), k)[0].cpu().numpy()
+    return [int(i) for i in ranked if i >= 0]
+
+
+def recommend(model_dir: Path, history: list[int], k: int, device: str = "auto",
+              data_dir: Path = paths.SEQUENCES_DIR) -> list[dict]:
+    """The top-``k`` items for one history (dense item ids, oldest first), best first."""
+    if not history:
+        raise RecommendError("the history is empty: give at least one item")
+    dev = resolve_device(device)
+    model, _ = load_model(model_dir, dev, items_path=data_dir / "items.parquet")
+    ranked = rank_history(model, history, k, dev)
     items = pq.read_table(data_dir / "items.parquet").sort_by("item_id").to_pydict()
     codes = model.item_codes.cpu().numpy() if hasattr(model, "item_codes") else None
     titles = items.get("title") or [""] * len(items["item_id"])
     return [{"rank": r + 1, "item_id": items["raw_item_id"][i], "title": titles[i],
              **({"semantic_id": codes[i].tolist()} if codes is not None else {})}
-            for r, i in enumerate(int(i) for i in ranked if i >= 0)]
+            for r, i in enumerate(ranked)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,8 +42,8 @@ PAPER = {
     "defaults.generative.train": TRAIN_PAPER,
     "methods.sasrec.train": TRAIN_SASREC,
     "methods.etegrec.backbone": T5_ETEGREC,
-    "more_methods.discrec_t.backbone": DISCREC_BRANCH,
-    "more_methods.discrec_l.backbone": DISCREC_BRANCH,
+    "methods.discrec_t.backbone": DISCREC_BRANCH,
+    "methods.discrec_l.backbone": DISCREC_BRANCH,
 }
 
 

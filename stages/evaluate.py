@@ -1,12 +1,14 @@
 """DVC stage `evaluate@<method>`: rank every test user's items with the model folder alone; Recall/NDCG/
 invalid@K; per-user ranks. Its MLflow run is nested beside the
 train stage's under the method's parent run."""
+import json
 import sys
 
 from pipeline import paths
 from pipeline.config import load_params
 from pipeline.evaluation.evaluate import evaluate_model
 from pipeline.io import write_json
+from pipeline.models.folder import TRAINING_FILE
 from pipeline.orchestration import tracking
 from pipeline.orchestration.flows import as_flow, run_stage
 from pipeline.runtime.reproducible import pin_threads
@@ -15,10 +17,15 @@ from pipeline.runtime.reproducible import pin_threads
 def main(method: str) -> None:
     params = load_params()
     pin_threads(params.cpu_threads)  # the output bytes depend on the thread count
-    results = as_flow(evaluate_model, name=f"evaluate-{method}")(paths.model_dir(method), paths.results_dir(method),
+    results = as_flow(evaluate_model, name=f"evaluate@{method}")(paths.model_dir(method), paths.results_dir(method),
                                                                   params.evaluate)
     metrics_path = paths.METRICS_DIR / f"evaluate_{method}.json"
-    write_json(results, metrics_path)
+    # The method's one line of `dvc metrics show`: the test metrics and how long it trained (the training run's
+    # record, copied into the results folder with the ranks), so a row cut short by its budget shows beside them.
+    trained_file = paths.results_dir(method) / TRAINING_FILE
+    trained = json.loads(trained_file.read_text()) if trained_file.exists() else {}
+    write_json({**results, "epochs_run": trained.get("epoch", 0), "best_epoch": trained.get("best_epoch", 0)},
+               metrics_path)
     # the train run's settings beside the test metrics, so that MLflow's compare view has both in one row
     train_run = tracking.latest_run(params.data.dataset_name, f"train@{method}")
     trained_with = dict(train_run.data.params) if train_run is not None else {}

@@ -25,7 +25,7 @@ from pipeline.evaluation.comparison import compare, markdown
 from pipeline.io import atomic_path, write_json
 from pipeline.models.folder import IDS_FILE
 from pipeline.orchestration import tracking
-from pipeline.orchestration.flows import as_flow, run_stage
+from pipeline.orchestration.flows import as_flow, publish_markdown, run_stage
 
 RESULTS = paths.RESULTS_DIR
 SLICES_JSON = paths.METRICS_DIR / "slices.json"
@@ -133,6 +133,7 @@ def main() -> None:
         for m, row in result["methods"].items():
             writer.writerow([m, f"{row['ndcg@10']['mean']:.6f}", f"{row['recall@10']['mean']:.6f}"])
     print(text)
+    publish_markdown("report", text)  # the comparison in the Prefect UI, beside the flow run
     with tracking.stage_run("report", params.data.dataset_name, {"report": params.report.model_dump()}) as run:
         run.log_metrics(slice_metrics(by_slice))
         for path in (paths.COMPARISON, SLICES_JSON, SLICES_SVG):

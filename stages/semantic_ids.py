@@ -15,7 +15,7 @@ def main(name: str) -> None:
     params = load_params()
     block = params.tokenizer(name)
     metrics = paths.METRICS_DIR / f"semantic_ids_{name}.json"
-    stats = as_flow(semantic_ids, name=f"semantic_ids-{name}")(block, paths.tokenizer_dir(name),
+    stats = as_flow(semantic_ids, name=f"semantic_ids@{name}")(block, paths.tokenizer_dir(name),
                                                                  paths.semantic_ids_dir(name))
     write_json(stats, metrics)
     section = {"data": params.data.model_dump(), "embed": params.embed.model_dump(),

@@ -27,7 +27,7 @@ def main(name: str) -> None:
             print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
     with tracking.stage_run(f"tokenize@{name}", params.data.dataset_name, section, group=f"tokenizer:{name}") as run:
-        final = as_flow(tokenize, name=f"tokenize-{name}")(block, params.seed, out_dir, curve, on_epoch=progress)
+        final = as_flow(tokenize, name=f"tokenize@{name}")(block, params.seed, out_dir, curve, on_epoch=progress)
         write_json(final, paths.METRICS_DIR / f"tokenize_{name}.json")
         run.log_artifact(str(curve))
         run.log_artifact(str(out_dir / "config.json"))

@@ -4,8 +4,10 @@ import sys
 from pipeline import paths
 from pipeline.config import load_params
 from pipeline.io import write_curve, write_json
+from pipeline.models.registry import check_backbone
 from pipeline.orchestration import tracking
 from pipeline.orchestration.flows import as_flow, run_stage
+from pipeline.orchestration.mlflow_model import log_recommender
 from pipeline.runtime import distributed
 from pipeline.runtime.reproducible import pin_threads
 from pipeline.training.method import train_method
@@ -15,6 +17,8 @@ def main(method: str) -> None:
     params = load_params()
     pin_threads(params.cpu_threads)  # the output bytes depend on the thread count
     block = params.method(method)
+    # the backbone's settings are checked before anything is read, tracked or written
+    check_backbone(block.model, block.backbone, f"params.yaml: methods.{method}")
     out_dir = paths.model_dir(method)
     curve = paths.PLOTS_DIR / f"train_{method}.csv"
     section = {"method": block.model_dump(), "data": params.data.model_dump(), "filter": params.filter.model_dump(),
@@ -26,7 +30,7 @@ def main(method: str) -> None:
         train_method(params, method, out_dir, log=lambda *_: None)
         return
     with tracking.stage_run(f"train@{method}", params.data.dataset_name, section, group=f"method:{method}") as run:
-        summary, history = as_flow(train_method, name=f"train-{method}")(
+        summary, history = as_flow(train_method, name=f"train@{method}")(
             params, method, out_dir,
             on_epoch=lambda epoch, row: run.log_metrics({k: v for k, v in row.items() if isinstance(v, (int, float))
                                                          and k != "epoch"}, step=epoch))
@@ -38,6 +42,10 @@ def main(method: str) -> None:
             curve.write_text("epoch\n")
         write_json(summary, paths.METRICS_DIR / f"train_{method}.json")
         run.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float))})
+        run.log_splits(paths.SEQUENCES_DIR)
+        # registered under the method's name: mlflow.pyfunc.load_model("models:/<method>/latest") serves its top-K
+        if run.tracking:
+            log_recommender(out_dir, paths.ITEMS, method)
         if "precision" in summary:  # what train.precision resolved to here: runs of other machines told apart
             run.set_tags({"train.precision_used": summary["precision"], "train.device_used": summary["device"]})
 

@@ -15,7 +15,7 @@ from pipeline.config import params_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
-GENERATIVE = {"tiger", "decor", "etegrec", "letter"}
+GENERATIVE = {"tiger", "decor", "etegrec", "letter", "discrec_t", "discrec_l"}
 
 
 def run(cmd: list[str], cwd: Path) -> str:

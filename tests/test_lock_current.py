@@ -30,8 +30,10 @@ def stale_stages(status: dict, tracked: set[str]) -> dict[str, list[str]]:
                 reasons.append(str(change))
                 continue
             for path, state in change.get("changed deps", {}).items():
-                if path == "params.yaml" or isinstance(state, dict):
+                if isinstance(state, dict):
                     reasons += [f"params {key}: {v}" for key, v in state.items()]
+                elif path == "params.yaml":  # a stage the lock has never recorded
+                    reasons.append(f"params: {state}")
                 elif path in tracked_dirs and state != "deleted":
                     reasons.append(f"code {path}: {state}")
                 elif path.startswith(CODE_FOLDERS) and path not in tracked_dirs:  # code the lock names, since moved

@@ -34,8 +34,8 @@ TINY_GENERATIVE = {
     "train": {"epochs": 1, "samples_per_epoch": 256, "batch_size": 64, "max_eval_samples": 64},
 }
 # Every method of the default run; the ablation rows (more_methods) run the same code with other switches.
-KEPT_METHODS = ("popularity", "sasrec", "tiger", "decor", "etegrec", "letter")  # DiscRec: more_methods for now
-GENERATIVE = ("tiger", "decor", "etegrec", "letter")
+KEPT_METHODS = ("popularity", "sasrec", "tiger", "decor", "etegrec", "letter", "discrec_t", "discrec_l")
+GENERATIVE = ("tiger", "decor", "etegrec", "letter", "discrec_t", "discrec_l")
 TOKENIZERS = ("rqvae", "letter")  # the default run's tokenizers (rqvae_e32, rqvae_sasrec: more_tokenizers)
 USERS, ITEMS, INTERACTIONS = 8317, 4344, 58492  # the embedded dataset (data/embedded/amazon-scientific/SOURCE.md)
 
@@ -129,12 +129,22 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
         first = dvc(["repro"], work, {**env, "PREFECT_API_URL": api})
         assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
         flows = {f["id"]: f["name"] for f in prefect_post(api, "flows/filter")}
-        completed = {flows[r["flow_id"]] for r in prefect_post(api, "flow_runs/filter")
-                     if r["state_type"] == "COMPLETED"}
+        runs = prefect_post(api, "flow_runs/filter")
+        completed = {r["name"] for r in runs if r["state_type"] == "COMPLETED"}
+        tasks = [t["name"] for t in prefect_post(api, "task_runs/filter")]
+        artifacts = {a["key"]: a for a in prefect_post(api, "artifacts/filter")}
+    # one flow per stage kind, its runs named for the stage and tagged with kind and block
+    assert {"download", "filter", "embed", "tokenize", "train", "evaluate", "report", "explore"} <= set(flows.values())
     assert {"download", "filter", "embed", "report", "explore"} <= completed, completed
-    assert {f"{stage}-{t}" for stage in ("tokenize", "semantic_ids") for t in TOKENIZERS} \
-        <= completed, completed
-    assert {f"{stage}-{m}" for stage in ("train", "evaluate") for m in KEPT_METHODS} <= completed, completed
+    assert {f"{stage}@{t}" for stage in ("tokenize", "semantic_ids") for t in TOKENIZERS} <= completed, completed
+    assert {f"{stage}@{m}" for stage in ("train", "evaluate") for m in KEPT_METHODS} <= completed, completed
+    tiger_run = next(r for r in runs if r["name"] == "train@tiger")
+    assert {"stage:train", "block:tiger"} <= set(tiger_run["tags"]), tiger_run["tags"]
+    # the time-consuming steps are tasks: every training epoch and validation of every trained method
+    epochs = TINY_GENERATIVE["train"]["epochs"]
+    assert tasks.count("epoch 1") >= len(KEPT_METHODS) - 1 and f"validate epoch {epochs}" in tasks, sorted(set(tasks))
+    assert artifacts["report"]["type"] == "markdown" and "# Test metrics" in artifacts["report"]["data"]
+    assert artifacts["train-tiger"]["type"] == "table", sorted(artifacts)
     metrics = work / "reports" / "metrics"
     stats = json.loads((metrics / "filter.json").read_text())
     assert (stats["users"], stats["items"], stats["interactions"]) == (USERS, ITEMS, INTERACTIONS)

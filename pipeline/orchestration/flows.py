@@ -1,18 +1,23 @@
 """Prefect flows: each DVC stage runs as one flow whose sub-steps are tasks.
 
-A stage wraps its pipeline function with ``as_flow(fn, name=...)``; only what Prefect adds beyond a name
-lives here (the download's retries).
+A stage wraps its pipeline function with ``as_flow(fn, name="train@letter")``: the flow is the stage's kind
+(``train``), its run is named for the stage and tagged with it; the steps that take time are tasks (the
+training epochs and validations, the download's retried fetches), and what a stage returns is published as a
+table artifact (the report: its comparison as a markdown artifact).
 
-Prefect's result caching stays off (``NO_CACHE``): DVC alone decides what is stale. Set
-``GENREC_ORCHESTRATOR=none`` to run the same steps as plain function calls (no Prefect server; the
-tests use this), and ``PREFECT_API_URL`` to report to a running ``prefect server start`` instead of
-the temporary server Prefect otherwise starts in every process (docs/operations.md, "Orchestration").
+Prefect's result caching stays off (``NO_CACHE``): DVC alone decides what is stale. Where Prefect reports
+(``GENREC_ORCHESTRATOR``, docs/operations.md, "Orchestration"):
+- ``auto`` (the default): to the server ``PREFECT_API_URL`` names (``prefect server start``); without one, the
+  same steps run as plain function calls: no temporary server per stage (it cost about 10 s per stage);
+- ``prefect``: always, with a temporary server per stage process where ``PREFECT_API_URL`` is unset;
+- ``none``: never (the tests use this).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import os
+import re
 import signal
 import sys
 import time
@@ -30,8 +35,14 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 warnings.filterwarnings("ignore", message=".*is not JSON serializable.*")
 
 
+ORCHESTRATORS = ("auto", "prefect", "none")
+
+
 def orchestrated() -> bool:
-    return os.environ.get("GENREC_ORCHESTRATOR", "prefect") != "none"
+    mode = os.environ.get("GENREC_ORCHESTRATOR", "auto")
+    if mode not in ORCHESTRATORS:
+        raise UserError(f"GENREC_ORCHESTRATOR={mode!r}; expected one of {ORCHESTRATORS}")
+    return mode == "prefect" or (mode == "auto" and bool(os.environ.get("PREFECT_API_URL")))
 
 
 def as_task(fn: Callable | None = None, **options):
@@ -46,8 +57,37 @@ def as_task(fn: Callable | None = None, **options):
     return task(fn, cache_policy=NO_CACHE, **options)
 
 
+def artifact_key(stage: str) -> str:
+    """Prefect's artifact keys allow lowercase letters, digits and dashes: ``train@discrec_l`` ->
+    ``train-discrec-l``."""
+    return re.sub(r"[^a-z0-9-]+", "-", stage.lower()).strip("-")
+
+
+def publish_summary(stage: str, result) -> None:
+    """The stage's summary (the first dict it returns) as a table artifact of its flow run: the figures a user
+    looks for in the Prefect UI without opening a file."""
+    summary = result if isinstance(result, dict) else next((r for r in result if isinstance(r, dict)), None) \
+        if isinstance(result, tuple) else None
+    rows = [{"figure": k, "value": v} for k, v in (summary or {}).items() if isinstance(v, (int, float, str, bool))]
+    if rows:
+        from prefect.artifacts import create_table_artifact
+
+        create_table_artifact(rows, key=artifact_key(stage), description=f"{stage}: what the stage returned")
+
+
+def publish_markdown(stage: str, markdown: str) -> None:
+    """A markdown artifact of the running flow (the report's comparison); nothing when not orchestrated."""
+    if orchestrated():
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(markdown, key=artifact_key(stage), description=f"{stage}: reports/comparison.md")
+
+
 def as_flow(fn: Callable | None = None, **options):
     """A Prefect flow (its prints logged) when orchestrated, else the function itself.
+
+    ``name`` is the stage (``train@letter``): the flow is named for its kind (``train``), the run for the stage,
+    and the run is tagged with both, so the UI filters by kind, method or tokenizer.
 
     A user error (``pipeline.errors.UserError``: bad params or input) ends the flow run as Failed with a one-line
     message and reaches the caller as the same exception, which ``run_stage`` prints once: Prefect's own
@@ -56,18 +96,30 @@ def as_flow(fn: Callable | None = None, **options):
         return functools.partial(as_flow, **options)
     if not orchestrated():
         return fn
-    from prefect import flow
+    from prefect import flow, tags
     from prefect.states import Failed
+
+    stage = options.pop("name")
+    kind = stage.split("@")[0]
 
     @functools.wraps(fn)
     def refusing(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except UserError as exc:
             return Failed(message=f"{type(exc).__name__}: the stage refused its params or input (its output says why)",
                           data=exc)
+        publish_summary(stage, result)
+        return result
 
-    return flow(refusing, log_prints=True, validate_parameters=False, **options)
+    stage_flow = flow(refusing, name=kind, flow_run_name=stage, log_prints=True, validate_parameters=False, **options)
+
+    @functools.wraps(fn)
+    def tagged(*args, **kwargs):
+        with tags(f"stage:{kind}", *([f"block:{stage.split('@', 1)[1]}"] if "@" in stage else [])):
+            return stage_flow(*args, **kwargs)
+
+    return tagged
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ land in the same store as ``dvc repro`` (docs/operations.md, "Tracking (MLflow)"
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -140,6 +141,7 @@ def metric_name(key: str) -> str:
 
 class _Run:
     """The MLflow module, with metric names made valid for it."""
+    tracking = True
 
     def __init__(self, mlflow):
         self._mlflow = mlflow
@@ -147,10 +149,30 @@ class _Run:
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         self._mlflow.log_metrics({metric_name(k): float(v) for k, v in metrics.items()}, step=step)
 
+    def log_splits(self, seq_dir: Path, splits: tuple[str, ...] = ("train", "valid", "test")) -> None:
+        """The filter stage's splits as the run's dataset inputs, each with its file's digest (MLflow's
+        Datasets panel): two runs trained on other data show it there."""
+        import warnings
+
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        for split in splits:
+            path = seq_dir / f"{split}.parquet"
+            if not path.exists():
+                continue
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+            with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways": both are local
+                warnings.simplefilter("ignore")
+                source = resolve_dataset_source(str(path.resolve()))
+            self._mlflow.log_input(MetaDataset(source, name=f"{seq_dir.parent.name}/{split}", digest=digest),
+                                   context={"train": "training", "valid": "validation"}.get(split, "testing"))
+
     def __getattr__(self, name):
         return getattr(self._mlflow, name)
 
 
 class _NoTracking:
+    tracking = False
     def __getattr__(self, name):
         return lambda *a, **k: None

@@ -39,6 +39,7 @@ from pipeline.evaluation.ranking import rank_split
 from pipeline.io import atomic_dir, write_json
 from pipeline.models.base import Phase, Recommender
 from pipeline.models.folder import load_weights, save_weights
+from pipeline.orchestration.flows import as_task
 from pipeline.runtime import distributed
 from pipeline.runtime.devices import resolve_device
 from pipeline.runtime.precision import autocast, resolve_precision
@@ -81,6 +82,51 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], scalars: dict) -> dic
     return {"state": state, "param_groups": scalars["param_groups"]}
 
 
+def make_optimizer(model: Recommender, trainable: dict[str, torch.nn.Parameter], config: TrainConfig,
+                   device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices, none on biases and norms; within each, one group per (lr, weight
+    decay) the model asks for (``Recommender.optimizer_settings``: ETEGRec's tokenizer has its own learning
+    rate). A model that asks for nothing gets the two groups [decay, no decay]."""
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for matrices in (True, False):
+        for name, p in trainable.items():
+            if (p.ndim >= 2) == matrices:
+                key = model.optimizer_settings(name, config.lr, config.weight_decay if matrices else 0.0)
+                groups.setdefault(key, []).append(p)
+    # fused AdamW on CUDA: one kernel for all parameters instead of several per parameter tensor
+    return torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
+                             lr=config.lr, fused=device.type == "cuda")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, n_train: int, compiled: bool):
+    """The learning-rate schedule over the whole budget (train.epochs of this many optimizer steps each)."""
+    per_epoch = min(n_train, config.samples_per_epoch or n_train)
+    steps_per_epoch = math.ceil(per_epoch / config.batch_size)
+    if compiled and steps_per_epoch > 1 and per_epoch % config.batch_size:
+        steps_per_epoch -= 1  # the incomplete batch a compiled epoch drops (epoch_batches)
+    total = steps_per_epoch * config.epochs
+    if config.schedule == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, total), total)
+    if config.schedule == "inverse_sqrt":
+        return get_inverse_sqrt_schedule(optimizer, num_warmup_steps=config.warmup_steps)
+    raise ValueError(f"train.schedule must be 'cosine' or 'inverse_sqrt', got {config.schedule!r}")
+
+
+def wrap_for_processes(net: torch.nn.Module, device: torch.device, world: int, several_phases: bool):
+    """The loss module as each process steps it: DistributedDataParallel under torchrun, itself otherwise."""
+    if world == 1:
+        return net
+    # A phase trains part of the parameters: the others get no gradient in that phase.
+    return torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                                     find_unused_parameters=several_phases)
+
+
+def validation_subset(n_valid: int, max_samples: int, seed: int) -> np.ndarray | None:
+    """The fixed validation users of every epoch (train.max_eval_samples, drawn once from the seed); None = all."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_valid, max_samples, replace=False)) if 0 < max_samples < n_valid else None
+
+
 class Trainer:
     def __init__(self, model: Recommender, train: Split, valid: Split, config: TrainConfig, out_dir: str | Path,
                  *, seed: int, device: str = "auto", fingerprint: str = "", log: Callable = print,
@@ -97,54 +143,24 @@ class Trainer:
         if not self.phases or any(ph.epochs < 1 for ph in self.phases):
             raise ValueError(f"{type(model).__name__}.phases: each phase needs at least one epoch")
         self.trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
-        # Weight decay on matrices, none on biases and norms; within each, one group per (lr, weight decay)
-        # the model asks for (Recommender.optimizer_settings: ETEGRec's tokenizer has its own learning rate).
-        # A model that asks for nothing gets the two groups [decay, no decay].
-        groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
-        for matrices in (True, False):
-            for name, p in self.trainable.items():
-                if (p.ndim >= 2) == matrices:
-                    key = model.optimizer_settings(name, config.lr, config.weight_decay if matrices else 0.0)
-                    groups.setdefault(key, []).append(p)
-        # fused AdamW on CUDA: one kernel for all parameters instead of several per parameter tensor
-        self.optimizer = torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd}
-                                            for (lr, wd), ps in groups.items()], lr=config.lr,
-                                           fused=self.device.type == "cuda")
+        self.optimizer = make_optimizer(model, self.trainable, config, self.device)
         self.compiled = resolve_compile(self.device, config.compile)
         self.cuda_graphs = self.compiled and self.device.type == "cuda"
         # Static batch shapes where a graph is replayed (and on CUDA, where padding costs nothing but a
         # data-dependent width costs a host sync per step); the longest history of the batch elsewhere.
         self.train_data = DeviceSplit(train, self.device, static_width=self.compiled or self.device.type == "cuda")
-        net = _LossCall(model)
-        if self.world > 1:
-            # A phase trains part of the parameters: the others get no gradient in that phase.
-            net = torch.nn.parallel.DistributedDataParallel(
-                net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=len(self.phases) > 1)
-        self.net = net
-        self.step_fn: Callable = net
+        self.net = wrap_for_processes(_LossCall(model), self.device, self.world, several_phases=len(self.phases) > 1)
+        self.step_fn: Callable = self.net
         if self.compiled:
             # reduce-overhead = CUDA graphs: a step is one graph replay instead of ~1,000 kernel launches
             # one shape: static; length-grouped batches: shapes dynamic in width after the second one
-            self.step_fn = torch.compile(net, dynamic=None if config.group_by_length else False,
+            self.step_fn = torch.compile(self.net, dynamic=None if config.group_by_length else False,
                                          mode="reduce-overhead" if self.cuda_graphs else None)
         if self.world > 1 and config.batch_size < self.world:
             raise ValueError(f"train.batch_size {config.batch_size} is smaller than the {self.world} processes")
-        per_epoch = min(len(train), config.samples_per_epoch or len(train))
-        steps_per_epoch = math.ceil(per_epoch / config.batch_size)
-        if self.compiled and steps_per_epoch > 1 and per_epoch % config.batch_size:
-            steps_per_epoch -= 1  # the incomplete batch a compiled epoch drops (epoch_batches)
-        total = steps_per_epoch * config.epochs
-        if config.schedule == "cosine":
-            self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, min(config.warmup_steps, total), total)
-        elif config.schedule == "inverse_sqrt":
-            self.scheduler = get_inverse_sqrt_schedule(self.optimizer, num_warmup_steps=config.warmup_steps)
-        else:
-            raise ValueError(f"train.schedule must be 'cosine' or 'inverse_sqrt', got {config.schedule!r}")
+        self.scheduler = make_scheduler(self.optimizer, config, len(train), self.compiled)
         self.epoch, self.best, self.best_epoch, self.bad_evals, self.history = 0, -1.0, 0, 0, []
-        rng = np.random.default_rng(seed)
-        n_eval = config.max_eval_samples
-        self.eval_idx = np.sort(rng.choice(len(valid), n_eval, replace=False)) if 0 < n_eval < len(valid) else None
+        self.eval_idx = validation_subset(len(valid), config.max_eval_samples, seed)
 
     # ----- checkpoints --------------------------------------------------------------------------------
     @property
@@ -296,7 +312,9 @@ class Trainer:
         while self.epoch < self.cfg.epochs and self.bad_evals < self.cfg.patience and not out_of_time:
             t0 = time.perf_counter()
             phase = self.model.current_phase(self.phase_at(self.epoch))
-            loss = self.train_epoch(phase)
+            # a Prefect task per epoch and per validation where the stage runs as a flow (rank 0 only)
+            loss = (as_task(self.train_epoch, name="fit-epoch", task_run_name=f"epoch {self.epoch + 1}")
+                    if main else self.train_epoch)(phase)
             self.epoch += 1
             self.model.end_of_epoch(self.epoch, phase)
             row = {"epoch": self.epoch, **({"phase": phase.name} if len(self.phases) > 1 else {}), "train_loss": loss,
@@ -305,7 +323,7 @@ class Trainer:
             budget = self.cfg.time_budget_minutes
             out_of_time = budget > 0 and (time.perf_counter() - started) / 60 >= budget
             if main and (self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs or out_of_time):
-                metrics = self.validate()
+                metrics = as_task(self.validate, name="validate", task_run_name=f"validate epoch {self.epoch}")()
                 row.update({f"valid_{k}": v for k, v in metrics.items()})
                 if metrics["ndcg@10"] > self.best:
                     self.best, self.best_epoch, self.bad_evals = metrics["ndcg@10"], self.epoch, 0
