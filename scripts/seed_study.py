@@ -12,7 +12,10 @@ baseline by a paired t-test and a Wilcoxon signed-rank test) and the same figure
 Runs are kept under data/studies/<name>/<method>-s<seed>/: an interrupted study resumes where it
 stopped (finished runs are skipped, a half-trained one resumes from its checkpoint; `--re-evaluate` ranks
 the finished runs' models again with the current code, e.g. after a decoder change). `--set` edits every
-listed method's params block (block-relative keys), so all methods share the budget.
+listed method's params block (block-relative keys), so all methods share the budget. Each (method, seed) run is
+an MLflow run `study@<method>-s<seed>` under the parent `study:<name>`, with its curve and test metrics.
+Seeds of the default run's methods can also go through DVC, one experiment per seed in `dvc exp show`:
+`dvc exp run --queue -S 'methods.tiger.seed=1,2,3'` (docs/operations.md, "Sweeps (dvc exp)").
 """
 from __future__ import annotations
 
@@ -30,14 +33,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int, re_evaluate: bool = False) -> dict:
-    """One training + test evaluation in a worker process; returns the test metrics."""
+def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int, re_evaluate: bool = False,
+            study: str = "study") -> dict:
+    """One training + test evaluation in a worker process; returns the test metrics. Tracked in MLflow as the run
+    ``study@<method>-s<seed>``, nested under the parent run ``study:<name>`` (GENREC_TRACKING=0: not tracked)."""
     os.environ.setdefault("GENREC_ORCHESTRATOR", "none")
     import torch
 
     torch.set_num_threads(threads)
     from pipeline.config import params_from_dict
     from pipeline.evaluation.evaluate import evaluate_model
+    from pipeline.orchestration import tracking
     from pipeline.training.method import train_method
 
     run_dir = Path(run_dir)
@@ -57,8 +63,16 @@ def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int
             done.write_text(json.dumps(result, indent=2, default=float) + "\n")
         return result
 
-    summary, history = train_method(params, method, run_dir / "model", log=log)
-    metrics = evaluate_model(run_dir / "model", run_dir / "results", params.evaluate, log=log)
+    settings = {"method": params.method(method).model_dump(), "seed": seed, "study": study}
+    with tracking.stage_run(f"study@{method}-s{seed}", params.data.dataset_name, settings,
+                            group=f"study:{study}") as run:
+        run.set_tags({"study": study, "study.method": method, "study.seed": str(seed)})
+        summary, history = train_method(params, method, run_dir / "model", log=log,
+                                        on_epoch=lambda epoch, row: run.log_metrics(
+                                            {k: v for k, v in row.items() if isinstance(v, (int, float))
+                                             and k != "epoch"}, step=epoch))
+        metrics = evaluate_model(run_dir / "model", run_dir / "results", params.evaluate, log=log)
+        run.log_metrics({f"test_{k}": v for k, v in metrics.items() if isinstance(v, float)})
     result = {"method": method, "seed": seed, "summary": summary, "test": metrics, "history": history}
     done.write_text(json.dumps(result, indent=2, default=float) + "\n")
     return result
@@ -181,7 +195,8 @@ def main() -> None:
                 block["seed"] = seed
                 run_dir = runs / f"{m}-s{seed}"
                 run_dir.mkdir(parents=True, exist_ok=True)
-                jobs[(m, seed)] = pool.submit(run_one, params, m, seed, str(run_dir), threads, args.re_evaluate)
+                jobs[(m, seed)] = pool.submit(run_one, params, m, seed, str(run_dir), threads, args.re_evaluate,
+                                              args.name)
         results = {}
         for key, job in jobs.items():
             results[key] = job.result()
