@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -68,6 +69,14 @@ def _writing(dest: Path) -> Iterator[None]:
         raise failure from None
 
 
+def remove_stale_temporaries(dest: Path) -> None:
+    """Delete the temporary files or folders of ``dest`` that a killed writer left (SIGKILL, a power cut: no
+    ``finally`` ran). Inside a persisted output (a model folder) they would change the output's hash, so a
+    resumed training would not reproduce an uninterrupted one; elsewhere they would only take disk space."""
+    for stale in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success rename it to ``dest``, else delete it. A full disk or
@@ -75,6 +84,7 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     dest = Path(dest)
     with _writing(dest):
         dest.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(dest)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
         os.close(fd)
     tmp_path = Path(tmp)
@@ -93,6 +103,7 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     dest = Path(dest)
     with _writing(dest):
         dest.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(dest)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         with _writing(dest):

@@ -71,3 +71,28 @@ def test_json_writes_go_through_the_same_check(tmp_path, monkeypatch):
     monkeypatch.setattr(json, "dumps", full)
     with pytest.raises(WriteError, match=r"m.json: cannot write it: no space left"):
         write_json({"a": 1}, tmp_path / "m.json")
+
+
+def test_a_writer_killed_mid_write_leaves_a_temporary_that_the_next_write_of_that_output_removes(tmp_path):
+    """SIGKILL runs no `finally`: the temporary stays beside (or, in a persisted model folder, inside) the output,
+    where it would change the output's hash; the next write of the same output deletes it, and no other's."""
+    folder = tmp_path / "models" / "tiger"
+    folder.mkdir(parents=True)
+    (folder / ".best.safetensors.abc123.tmp").write_bytes(b"half")
+    (folder / ".last.def456.tmp").mkdir()
+    (folder / ".other.safetensors.x.tmp").write_bytes(b"another output's")
+    write_json({"a": 1}, folder / "best.safetensors")
+    with atomic_dir(folder / "last"):
+        pass
+    assert sorted(p.name for p in folder.iterdir()) == [".other.safetensors.x.tmp", "best.safetensors", "last"]
+
+
+def test_a_missing_upstream_output_names_the_file_and_the_command_not_a_traceback(tmp_path):
+    code = ("from pathlib import Path\n"
+            "from pipeline.orchestration.flows import run_stage\n"
+            "run_stage('report', lambda: Path('data/interim/sequences/stats.json').read_text())\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[1]),
+                              "GENREC_ORCHESTRATOR": "none", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "data/interim/sequences/stats.json: not found" in out.stderr and "dvc repro report" in out.stderr

@@ -153,6 +153,13 @@ def run_stage(name: str, body: Callable[[], None]) -> None:
     except UserError as exc:
         print(f"\n[{name}] error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except FileNotFoundError as exc:
+        if exc.filename is None:
+            raise
+        # an input another stage writes, missing (deleted, or the stage run alone): what to do, not a traceback
+        print(f"\n[{name}] error: {exc.filename}: not found. It is written by an earlier stage: `dvc repro {name}` "
+              "runs every stage it needs first, and `dvc checkout` restores a recorded output", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, StageTerminated)
         print(f"\n[{name}] {'terminated' if terminated else 'interrupted'} after {time.perf_counter() - t0:.1f}s; "
