@@ -1,0 +1,31 @@
+"""The interruption census (tests/interruption_cases.py): every kind of stage stopped by SIGTERM or SIGKILL while it
+writes, then run again, writes the same bytes as an uninterrupted run and leaves no temporary file; SIGTERM stops it
+with status 143 and a one-line message."""
+import shutil
+import signal
+
+import pytest
+
+from tests.interruption_cases import INTERRUPTED, SIGNALS, interrupt, prepare
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    work = tmp_path_factory.mktemp("interruptions") / "work"
+    prepare(work)
+    return work
+
+
+@pytest.mark.parametrize("sig", list(SIGNALS))
+@pytest.mark.parametrize("stage", INTERRUPTED)
+def test_a_stage_interrupted_while_writing_and_run_again_writes_the_same_bytes(prepared, tmp_path, stage, sig):
+    work = tmp_path / "work"
+    shutil.copytree(prepared, work)
+    verdict = interrupt(work, stage, sig)
+    assert verdict.signalled_while == "writing", verdict
+    assert verdict.same_bytes and verdict.remaining == [], verdict
+    if sig == "SIGTERM":
+        assert verdict.exit_status == 128 + signal.SIGTERM and "terminated after" in verdict.message, verdict
+        assert verdict.leftovers == [], verdict  # the stage's `finally` removed its temporary output
+    else:
+        assert verdict.exit_status == -signal.SIGKILL, verdict
