@@ -92,8 +92,9 @@ def run(work: Path, stage: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def prepare(work: Path) -> None:
-    """A tiny workspace with its sequences and params (tests/conftest.py's data), and every stage run once."""
+def prepare(work: Path, embed: bool = True) -> None:
+    """A tiny workspace with its sequences and params (tests/conftest.py's data), and every stage run once;
+    ``embed=False`` writes random item vectors instead of running the text encoder (for cases after it)."""
     sys.path.insert(0, str(REPO))
     from tests.conftest import Workspace, pattern_sequences
 
@@ -104,6 +105,8 @@ def prepare(work: Path) -> None:
         ws = Workspace()
         ws.root = work
         ws.write_sequences()
+        if not embed:
+            ws.write_embeddings()
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -121,7 +124,8 @@ def prepare(work: Path) -> None:
         os.chdir(cwd)
     (work / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
     for stage in STAGES:
-        run(work, stage)
+        if embed or stage != "embed":
+            run(work, stage)
 
 
 def interrupt(work: Path, stage: str, sig: str, timeout_s: float = 600) -> Verdict:
