@@ -23,8 +23,11 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_T5 = {"d_model": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16, "d_ff": 64}
+from tests.bad_input_cases import stage_env  # the stage commands' environment: this repository, no tracking, no Hub
+from tests.conftest import TINY_T5, Workspace, pattern_sequences
+
+STAGE_ENV = stage_env(GENREC_ORCHESTRATOR="none")
+
 PARAMS = {
     "cpu_threads": 1,
     "tokenizers": {"rq": {"model": "rqvae", "hidden": [16], "code_dim": 8, "levels": 2, "codebook_size": 8,
@@ -65,11 +68,6 @@ class Verdict:
     remaining: list[str]  # ...and those still there after the re-run (its writes remove their stale ones)
 
 
-def stage_env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "GENREC_TRACKING": "0", "GENREC_ORCHESTRATOR": "none",
-            "HF_HUB_OFFLINE": "1"}
-
-
 def digest(work: Path, outs: list[str]) -> dict[str, str]:
     files = {}
     for out in outs:
@@ -85,7 +83,7 @@ def temporaries(work: Path) -> list[str]:
 
 
 def run(work: Path, stage: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", *STAGES[stage][0]], cwd=work, env=stage_env(),
+    proc = subprocess.run([sys.executable, "-m", *STAGES[stage][0]], cwd=work, env=STAGE_ENV,
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"{stage} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -95,9 +93,6 @@ def run(work: Path, stage: str) -> subprocess.CompletedProcess:
 def prepare(work: Path, embed: bool = True) -> None:
     """A tiny workspace with its sequences and params (tests/conftest.py's data), and every stage run once;
     ``embed=False`` writes random item vectors instead of running the text encoder (for cases after it)."""
-    sys.path.insert(0, str(REPO))
-    from tests.conftest import Workspace, pattern_sequences
-
     work.mkdir(parents=True, exist_ok=True)
     cwd = Path.cwd()
     os.chdir(work)
@@ -135,7 +130,7 @@ def interrupt(work: Path, stage: str, sig: str, timeout_s: float = 600) -> Verdi
     for out in outs:
         path = work / out
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    proc = subprocess.Popen([sys.executable, "-m", *STAGES[stage][0]], cwd=work, env=stage_env(),
+    proc = subprocess.Popen([sys.executable, "-m", *STAGES[stage][0]], cwd=work, env=STAGE_ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, writing = time.monotonic() + timeout_s, False
     while proc.poll() is None and time.monotonic() < deadline:
