@@ -79,12 +79,28 @@ def model_module_file(model: str, root: Path = ROOT) -> Path | None:
     return module_file(model_module(model, "model"), root)
 
 
+def template_files(modules: list[str], root: Path = ROOT) -> list[str]:
+    """The files a module reads as code at run time: those of the folder it names in a module-level
+    ``TEMPLATE_FOLDER = "<folder beside it>"`` (the explorer's Jinja2 templates)."""
+    found = set()
+    for module in modules:
+        for node in ast.parse((root / module).read_text()).body:
+            if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "TEMPLATE_FOLDER"
+                                                     for t in node.targets)
+                    and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+                folder = (root / module).parent / node.value.value
+                found.update(f.relative_to(root).as_posix() for f in folder.rglob("*") if f.is_file())
+    return sorted(found)
+
+
 def stage_code(stage: str, model: str | None = None, root: Path = ROOT) -> list[str]:
-    """The project files stage ``stage`` runs (for train/evaluate: with model ``model``)."""
+    """The project files stage ``stage`` runs (for train/evaluate: with model ``model``): its modules' import
+    closure and the templates they read."""
     start = [root / "stages" / f"{stage}.py"]
     if model is not None and (module := model_module_file(model, root)) is not None:
         start.append(module)
-    return closure(start, root)
+    modules = closure(start, root)
+    return sorted(set(modules) | set(template_files(modules, root)))
 
 
 def digest_text(files: list[str], root: Path = ROOT) -> str:

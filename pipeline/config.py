@@ -61,20 +61,22 @@ class TrainConfig(_Strict):
     # 0 = no limit; >0 = stop after the epoch that crosses this many minutes of this process's training
     # (validated at that epoch), for "as long as the session allows" runs. Resuming starts a new budget.
     time_budget_minutes: float = Field(0.0, ge=0)
-    # auto = bf16 autocast where bfloat16 is native (CUDA; CPUs with AVX512-BF16/AMX: x1.3-1.7 samples/s
-    # there, benchmarks/bench_train.py), float32 elsewhere | bf16 = bf16 autocast, refused on a CPU that
-    # would emulate it (x0.1 of float32) unless GENREC_FORCE_BF16=1 | fp32 = no autocast anywhere
-    # (bit-for-bit comparisons across machines). pipeline/runtime/precision.py; the resolved value is recorded.
+    # auto = bf16 autocast where bfloat16 is native (CUDA; CPUs with AVX512-BF16/AMX, where it runs faster),
+    # float32 elsewhere | bf16 = bf16 autocast, refused on a CPU that would emulate it (several times slower than
+    # float32) unless GENREC_FORCE_BF16=1 | fp32 = no autocast anywhere (bit-for-bit comparisons across machines).
+    # pipeline/runtime/precision.py; the resolved value is recorded. The speeds: `benchmarks/bench_train.py
+    # --both-precisions` (docs/performance.md, "Precision").
     precision: Precision = "auto"
     # auto = torch.compile on CUDA (with CUDA graphs: static batch shapes, one graph replay per step), eager
-    # on a CPU, where compiling costs a minute and was slower here (benchmarks/bench_train.py) | true | false.
+    # on a CPU, where the compiled step did not pay for its compilation (`benchmarks/bench_train.py --compile on`
+    # times both; docs/performance.md, "Speed") | true | false.
     # A model or machine that cannot be compiled falls back to eager with a warning; what ran is recorded.
     compile: Literal["auto"] | bool = "auto"
     # false = batches are consecutive chunks of the epoch's random permutation (every paper's loader) |
     # true = within windows of 64 batches, samples are sorted by history length before cutting, and the batches
     # are shuffled: each batch is as wide as its own longest history, so short histories are not padded to 20
-    # items (as HF Trainer's group_by_length). Measured: x1.08 samples/s eager on the 2-core CPU (ML-100K), but
-    # slower compiled on an H100 (25.5k against 33.8k samples/s: shapes vary, so kernels are dynamic).
+    # items (as HF Trainer's group_by_length). Eager this saves the padding's work; compiled it is slower, as
+    # varying shapes make the kernels dynamic (benchmarks/bench_train.py times it; docs/performance.md, "Speed").
     group_by_length: bool = False
 
 
@@ -399,15 +401,53 @@ def params_from_dict(raw: dict, path: str | Path = "params.yaml") -> Params:
         raise ParamsError(_format_error(Path(path), exc)) from None
 
 
+# A number YAML 1.1 reads as a string (no dot before the exponent) and Hydra, behind `dvc exp run -S`, as a float.
+_FLOAT_WITHOUT_DOT = re.compile(r"[-+]?(\d[\d_]*|\d*\.\d+)[eE][-+]?\d+|[-+]?(inf|nan)", re.IGNORECASE)
+
+
+def _override_value(assignment: str, text: str):
+    if not text:
+        return ""  # `key=` sets the empty string, as Hydra does
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{assignment!r}: the value is not YAML ({str(exc).splitlines()[0]})") from None
+    return float(text.replace("_", "")) if isinstance(value, str) and _FLOAT_WITHOUT_DOT.fullmatch(text) else value
+
+
 def set_dotted(raw: dict, assignment: str) -> None:
-    """Apply ``a.b.c=value`` (value parsed as YAML) to a params mapping, as `dvc exp run -S` does."""
-    key, sep, value = assignment.partition("=")
-    if not sep:
-        raise ParamsError(f"{assignment!r}: expected key=value")
+    """Apply one assignment to a params mapping in the override grammar of `dvc exp run -S` (Hydra's): ``key=value``
+    sets a key params.yaml has, ``+key=value`` adds one it lacks, ``++key=value`` sets or adds. ``key`` is dotted
+    from the top of params.yaml (``defaults.generative.train.epochs``, ``methods.tiger.seed``); ``value`` is YAML.
+    A key that does not fit stops with a one-line message naming it."""
+    target, sep, text = assignment.partition("=")
+    mode = "++" if target.startswith("++") else "+" if target.startswith("+") else ""
+    key = target[len(mode):]
+    parts = key.split(".")
+    if not sep or "" in parts:
+        raise ParamsError(f"{assignment!r}: expected KEY=VALUE with a dotted params.yaml key, e.g. "
+                          "defaults.generative.train.epochs=2 (`dvc exp run -S` syntax)")
     node = raw
-    *parents, leaf = key.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
+    for depth, part in enumerate(parts):
+        if part not in node and not mode:
+            raise ParamsError(f"{assignment!r}: params.yaml has no key {'.'.join(parts[:depth + 1])}; add one "
+                              f"with '++{key}={text}' (the `dvc exp run -S` syntax)")
+        if depth == len(parts) - 1:
+            break
+        if mode and node.get(part) is None:
+            node[part] = {}  # `+` and `++` add below a missing or null key, as Hydra does
+        node = node[part]
         if not isinstance(node, dict):
-            raise ParamsError(f"{assignment!r}: {part} is not a mapping in params.yaml")
-    node[leaf] = yaml.safe_load(value)
+            raise ParamsError(f"{assignment!r}: {'.'.join(parts[:depth + 1])} is a value, not a mapping of keys")
+    leaf = parts[-1]
+    if mode == "+" and node.get(leaf) is not None:  # Hydra lets `+` fill a null key
+        raise ParamsError(f"{assignment!r}: params.yaml already has {key}; set it with '{key}={text}'")
+    node[leaf] = _override_value(assignment, text)
+
+
+def apply_overrides(raw: dict, assignments: list[str]) -> dict:
+    """A copy of the params mapping ``raw`` with every assignment applied in order (:func:`set_dotted`)."""
+    out = copy.deepcopy(raw)
+    for assignment in assignments:
+        set_dotted(out, assignment)
+    return out

@@ -21,6 +21,10 @@ RESULTS_DIR = Path("data/results")
 METRICS_DIR = Path("reports/metrics")
 PLOTS_DIR = Path("reports/plots")
 COMPARISON = Path("reports/comparison.md")
+# Outside the DAG: scripts/seed_study.py's runs (one folder per study) and its reports; data.local.dir's default.
+STUDIES_DIR = Path("data/studies")
+STUDY_REPORTS_DIR = Path("reports/studies")
+LOCAL_DIR = Path("data/local")
 
 
 def tokenizer_dir(name: str) -> Path:
@@ -37,6 +41,10 @@ def model_dir(method: str) -> Path:
 
 def results_dir(method: str) -> Path:
     return RESULTS_DIR / method
+
+
+def study_dir(name: str) -> Path:
+    return STUDIES_DIR / name
 
 
 def tokenizer_of(path: str | Path) -> str | None:

@@ -66,8 +66,6 @@ def rank_history(model, history: list[int], k: int, device) -> list[int]:
 def recommend(model_dir: Path, history: list[int], k: int, device: str = "auto",
               data_dir: Path = paths.SEQUENCES_DIR) -> list[dict]:
     """The top-``k`` items for one history (dense item ids, oldest first), best first."""
-    if not history:
-        raise RecommendError("the history is empty: give at least one item")
     dev = resolve_device(device)
     model, _ = load_model(model_dir, dev, items_path=data_dir / "items.parquet")
     ranked = rank_history(model, history, k, dev)

@@ -38,7 +38,7 @@ class RQVAETokenizer(TokenizerSchema):
     recon_reduction: Literal["sum", "mean"] = "sum"
     # Move codes no item uses onto random residuals after each epoch (Jukebox/SoundStream). Our choice,
     # off in TIGER (false = TIGER's setting): without it level 1 collapses to a few codes on small
-    # catalogues (MovieLens-100K: 1 code of 256 after 20 epochs).
+    # catalogues (docs/methods.md, "The tokenizers").
     dead_code_restart: bool = True
     # TIGER: 20k epochs, batch 1024, Adagrad lr 0.4; others AdamW lr 1e-3, wd 1e-4 (docs/method_reference.md §3).
     # A cap when ``patience`` > 0: training stops once for ``patience`` epochs neither the collision rate nor the

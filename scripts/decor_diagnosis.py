@@ -2,7 +2,8 @@
 during training.
 
 Trains params.yaml's DECOR block (methods.<name> or more_methods.<name>) with the shared trainer on this
-workspace's data and, every ``--every`` training steps, records from the step's own batch, per level:
+workspace's data and, every ``--every`` training steps, records ``Decor.diagnose`` of the step's own batch (its
+context u as the forward computed it), per level:
 
 - the per-sample weights: mean and share > 0.99 of each sample's largest weight, mean normalised entropy;
 - which code wins: distinct argmax codes over the batch, the most frequent one and its share;
@@ -18,7 +19,9 @@ The tokenizer's own level usage is printed beside it (Table 3's first column). W
 record; prints the rows as it goes.
 
     python scripts/decor_diagnosis.py --method decor --steps 1200 --every 50 --out decor_diagnosis.csv \
-        [--set more_methods.decor.backbone.scores=cosine]
+        [--set methods.decor.backbone.scores=dot]
+
+``--set`` takes params.yaml keys from its top, as `dvc exp run -S` does (``++`` adds a key a block lacks).
 """
 from __future__ import annotations
 
@@ -33,62 +36,39 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline import paths  # noqa: E402
+from pipeline.config import ParamsError, apply_overrides, params_from_dict  # noqa: E402
 from pipeline.data.splits import load_splits  # noqa: E402
-from pipeline.models.tiger.model import FIRST_CODE  # noqa: E402
 from pipeline.training.method import build_method  # noqa: E402
 from pipeline.training.trainer import Trainer  # noqa: E402
 
+PRINTED = ("max_mean", "onehot", "distinct", "top_winner_share", "active", "gap", "winner_key", "median_key")
 
-def level_stats(model, u: torch.Tensor, weights: torch.Tensor) -> dict[str, float]:
-    """Statistics of one batch's composition weights (B, levels, K) and of the attention behind them."""
-    B, levels, K = weights.shape
-    out: dict[str, float] = {}
-    with torch.no_grad():
-        level_tokens = FIRST_CODE + torch.arange(levels * K, device=u.device).view(levels, K)
-        keys_in = model.token_embeddings(level_tokens)  # (levels, K, d)
-        q = model.compose_q(u).float()  # (B, d)
-        k, v = model.compose_k(keys_in).float(), model.compose_v(keys_in).float()
-        if model.config.scores == "cosine":  # the model's own scores (Decor._attend)
-            unit_q, unit_k = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(k, dim=-1)
-            scores = torch.einsum("bd,lkd->blk", unit_q, unit_k) / model.config.temperature
-        else:
-            scores = torch.einsum("bd,lkd->blk", q, k) / math.sqrt(q.shape[-1])
-    w = weights.float()
-    # how much the context differs across the batch's users: mean pairwise cosine of u and of the query
-    for name, x in (("context", u.float()), ("query", q)):
-        unit = torch.nn.functional.normalize(x, dim=1)
-        sim = unit @ unit.T
-        out[f"{name}_cos_mean"] = float((sim.sum() - sim.diagonal().sum()) / max(B * (B - 1), 1))
-    for level in range(levels):
-        wl = w[:, level]
-        top = wl.max(dim=1)
-        winners = top.indices
-        counts = torch.bincount(winners, minlength=K)
-        entropy = -(wl * wl.clamp_min(1e-12).log()).sum(1) / math.log(K)
-        mean_w = wl.mean(0)
-        reach = (wl >= 1.0 / K).float().mean(0)  # per code: share of samples where it reaches 1/K
-        sorted_scores = scores[:, level].sort(dim=1, descending=True).values
-        key_norms = k[level].norm(dim=1)
-        win = int(counts.argmax())
-        p = f"l{level + 1}_"
-        out.update({
-            p + "max_mean": float(top.values.mean()),
-            p + "onehot_share": float((top.values > 0.99).float().mean()),
-            p + "entropy_mean": float(entropy.mean()),
-            p + "distinct_winners": int((counts > 0).sum()),
-            p + "top_winner": win,
-            p + "top_winner_share": float(counts[win]) / B,
-            p + "active_epoch_mean_rule": float((mean_w >= 1.0 / K).float().mean()),
-            p + "active_per_sample_rule": float((reach >= 0.01).float().mean()),
-            p + "query_norm": float(q.norm(dim=1).mean()),
-            p + "winner_key_norm": float(key_norms[win]),
-            p + "median_key_norm": float(key_norms.median()),
-            p + "score_gap_top2": float((sorted_scores[:, 0] - sorted_scores[:, 1]).mean()),
-            p + "score_std": float(scores[:, level].std(dim=1).mean()),
-            p + "value_norm_winner": float(v[level, win].norm()),
-            p + "value_norm_median": float(v[level].norm(dim=1).median()),
-        })
-    return out
+
+def print_row(row: dict) -> None:
+    print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                   if k in ("step", "context_cos_mean", "query_cos_mean")
+                   or k.startswith(("l1_", "l2_", "l3_")) and any(s in k for s in PRINTED)), flush=True)
+
+
+def record_while_training(model, every: int) -> list[dict]:
+    """Rows of ``model.diagnose`` every ``every`` training steps, from each step's batch with its context (the
+    forward's ``with_decoder_context``, once per step); validation passes (eval mode) are not counted."""
+    rows: list[dict] = []
+    state = {"step": 0}
+    original = model.with_decoder_context
+
+    def recording(batch, *args, **kwargs):
+        batch = original(batch, *args, **kwargs)
+        if model.training:
+            if state["step"] % every == 0:
+                rows.append({"step": state["step"], **model.diagnose(batch)})
+                print_row(rows[-1])
+            state["step"] += 1
+        return batch
+
+    model.with_decoder_context = recording
+    return rows
 
 
 def main() -> None:
@@ -99,21 +79,17 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--out", type=Path, default=Path("decor_diagnosis.csv"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a params override, e.g. more_methods.decor.backbone.scores=cosine")
+                    help="a params.yaml key from its top, as dvc exp run -S takes it, e.g. "
+                         "methods.decor.backbone.scores=dot")
     args = ap.parse_args()
     import yaml
 
-    from pipeline.config import params_from_dict, set_dotted
-
-    raw = yaml.safe_load(Path("params.yaml").read_text())
-    for assignment in args.set:
-        set_dotted(raw, assignment)
-    params = params_from_dict(raw)
+    params = params_from_dict(apply_overrides(yaml.safe_load(Path("params.yaml").read_text()), args.set))
     block = params.method(args.method)
     model, _ = build_method(params, args.method)
     if not getattr(model.config, "composition", False):
-        sys.exit(f"methods.{args.method} has no composition to diagnose")
-    splits = load_splits(Path("data/interim/sequences"))
+        sys.exit(f"{args.method} has no composition to diagnose")
+    splits = load_splits(paths.SEQUENCES_DIR)
     K = model.config.codebook_size
     for level in range(model.code_levels):
         used = torch.unique(model.item_codes[:, level]).numel()
@@ -121,28 +97,10 @@ def main() -> None:
               f"{model.config.n_items} items")
     per_epoch = args.samples // block.train.batch_size
     epochs = max(1, math.ceil(args.steps / per_epoch))
+    # eager steps: the recording hook runs inside every training forward (a compiled step would trace it)
     cfg = block.train.model_copy(update={"epochs": epochs, "samples_per_epoch": args.samples,
-                                         "max_eval_samples": 300, "eval_every": epochs})
-    rows: list[dict] = []
-    state = {"step": 0}
-    original = model.composition_weights
-
-    def recording(u):
-        composed, weights = original(u)
-        if model.training:
-            if state["step"] % args.every == 0:
-                row = {"step": state["step"], **level_stats(model, u.detach(), weights.detach())}
-                rows.append(row)
-                print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
-                               if k in ("step", "context_cos_mean", "query_cos_mean")
-                               or k.startswith(("l1_", "l2_", "l3_")) and any(
-                                   s in k for s in ("max_mean", "onehot", "distinct", "top_winner_share",
-                                                    "active", "gap", "winner_key", "median_key"))),
-                      flush=True)
-            state["step"] += 1
-        return composed, weights
-
-    model.composition_weights = recording
+                                         "max_eval_samples": 300, "eval_every": epochs, "compile": False})
+    rows = record_while_training(model, args.every)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(model, splits["train"], splits["valid"], cfg, out, seed=params.method_seed(args.method),
                           device=block.device, log=print)
@@ -156,4 +114,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ParamsError as exc:  # a bad --set or params.yaml: its message, no traceback
+        sys.exit(f"decor_diagnosis: error: {exc}")

@@ -34,10 +34,10 @@ python benchmarks/bench_train.py --steps 100 --batch-size 256 --method decor --p
 # TIGER's paper size (docs/method_reference.md §4) and the DECOR appendix's optimiser; validation on 2,000 users
 # every 2 epochs; the time budget is a safety stop, the cosine schedule is sized to EPOCHS.
 python scripts/run_method.py --workspace "$WS" --method tiger --report "$OUT/tiger.json" \
-  --set methods.tiger.backbone.num_layers=4 --set methods.tiger.backbone.num_decoder_layers=4 \
-  --set methods.tiger.backbone.num_heads=6 --set methods.tiger.backbone.d_kv=64 \
-  --set methods.tiger.backbone.d_ff=1024 \
-  --set methods.tiger.train.epochs="$EPOCHS" --set methods.tiger.train.warmup_steps=2000 \
-  --set methods.tiger.train.eval_every=2 --set methods.tiger.train.max_eval_samples=2000 \
-  --set methods.tiger.train.eval_batch_size=512 --set methods.tiger.train.time_budget_minutes=3.5 \
+  --set ++methods.tiger.backbone.num_layers=4 --set ++methods.tiger.backbone.num_decoder_layers=4 \
+  --set ++methods.tiger.backbone.num_heads=6 --set ++methods.tiger.backbone.d_kv=64 \
+  --set ++methods.tiger.backbone.d_ff=1024 \
+  --set ++methods.tiger.train.epochs="$EPOCHS" --set ++methods.tiger.train.warmup_steps=2000 \
+  --set ++methods.tiger.train.eval_every=2 --set ++methods.tiger.train.max_eval_samples=2000 \
+  --set ++methods.tiger.train.eval_batch_size=512 --set ++methods.tiger.train.time_budget_minutes=3.5 \
   --set evaluate.batch_size=512 2>&1 | tee "$OUT/tiger.log"

@@ -2,7 +2,8 @@
 neighbours by SASRec item embedding (cosine) that share its first code (and its first two codes), averaged over
 items, beside the share a random item would have. Reads the IDs `dvc repro` left in data/processed/semantic_ids.
 
-    python scripts/id_agreement.py [--vectors data/models/sasrec/item_embeddings.safetensors] [--k 10] [--workspace DIR]
+    python scripts/id_agreement.py [--vectors data/models/sasrec/item_embeddings.safetensors] [--k 10] \
+        [--workspace DIR]
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def main() -> None:
     from pipeline.tokenizers.semantic_ids import read_id_table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--vectors", default="data/models/sasrec/item_embeddings.safetensors")
+    ap.add_argument("--vectors", type=Path, default=paths.model_dir("sasrec") / "item_embeddings.safetensors",
+                    help="item vectors, relative to --workspace (default: SASRec's, as train@sasrec writes them)")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--workspace", type=Path, default=REPO,
                     help="the folder whose params.yaml and data/ it reads (default: this repository)")

@@ -2,7 +2,8 @@
 
 Starts `mlflow server` on the tracking store (the project's `mlruns.db` by default) on a free local port,
 picks each method's latest finished run that has test metrics (its evaluate@<method> run),
-opens `#/compare-runs` with those runs, charts their test NDCG@10 and Recall@10, shows only the
+opens `#/compare-runs` with those runs, charts method, history length, best epoch, test NDCG@10 and
+Recall@10 (``--params``/``--metrics``), shows only the
 parameters and metrics that differ, waits until every run name and the NDCG@10 axis are on the page,
 and writes a PNG. Exits non-zero, naming what is missing, when a run cannot be found or does not
 show. This is what keeps the screenshot in docs/operations.md true (tests/test_mlflow_ui.py runs it on a fresh store).
@@ -32,7 +33,9 @@ from pipeline.orchestration.tracking import metric_name, tracking_uri  # noqa: E
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CHECKED_METRIC = metric_name("test_ndcg@10")
-CHART_METRICS = [CHECKED_METRIC, metric_name("test_recall@10")]
+# The chart's axes: which method, how much history it reads, when its validation peaked, its test metrics.
+CHART_PARAMS = ["method.name", "method.max_history"]
+CHART_METRICS = ["best_epoch", CHECKED_METRIC, metric_name("test_recall@10")]
 
 
 class ScreenshotError(RuntimeError):
@@ -91,27 +94,36 @@ def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
     return f"{base}/#/compare-runs?{query}"
 
 
-def compact_compare_view(page, metrics: list[str]) -> None:
-    """The parallel-coordinates chart on the test metrics, only the rows that differ, no chat panel."""
+def choose(page, select_index: int, names: list[str]) -> None:
+    """Replace the chips of the compare view's ``select_index``-th multi-select (0: parameters, 1: metrics) by
+    ``names``: MLflow's defaults are the first keys in alphabetical order, which most runs do not have."""
+    select = page.locator("[class*=select-multiple]").nth(select_index)
+    while select.locator("[class*=selection-item-remove]").count():
+        select.locator("[class*=selection-item-remove]").first.click()
+        page.wait_for_timeout(200)
+    box = page.get_by_role("combobox").nth(select_index)
+    for name in names:
+        box.click()
+        box.fill(name)
+        page.wait_for_timeout(300)
+        page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+
+
+def compact_compare_view(page, params: list[str], metrics: list[str]) -> None:
+    """The parallel-coordinates chart on the chosen axes, only the rows that differ, no chat panel."""
     close = page.get_by_role("button", name="Close")
     if close.count():
         close.first.click()
-    metric_select = page.get_by_role("combobox").nth(1)  # Parameters:, then Metrics:
-    for name in metrics:
-        metric_select.click()
-        metric_select.fill(name)
-        page.keyboard.press("Enter")
-    page.keyboard.press("Escape")
-    default = page.locator("[class*=select-selection-item]", has_text="train_loss")
-    if default.count():  # MLflow's default chart metric: replaced by the test metrics
-        default.first.locator("[class*=remove]").first.click()
+    choose(page, 0, params)
+    choose(page, 1, metrics)
     toggles = page.get_by_text("Show diff only", exact=True)
     for i in range(toggles.count()):
         toggles.nth(i).click()
 
 
 def screenshot(store_uri: str, experiment: str, methods: list[str], out: Path, chromium: str | None = None,
-               timeout_s: float = 90.0) -> dict:
+               timeout_s: float = 90.0, params: list[str] = CHART_PARAMS, metrics: list[str] = CHART_METRICS) -> dict:
     """Open the compare view of ``methods``' runs; raise ScreenshotError unless all of them show."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
@@ -125,16 +137,17 @@ def screenshot(store_uri: str, experiment: str, methods: list[str], out: Path, c
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2000})
             url = compare_url(base, experiment_id, list(runs.values()))
-            page.goto(url, timeout=timeout_s * 1000)
+            page.goto(url, timeout=max(timeout_s, 60) * 1000)  # (the load; then the wait for the runs)
             try:
                 for method in methods:
                     page.get_by_text(f"evaluate@{method}", exact=True).first.wait_for(timeout=timeout_s * 1000)
-                compact_compare_view(page, CHART_METRICS)
-                page.locator("svg text", has_text=CHECKED_METRIC).first.wait_for(timeout=timeout_s * 1000)
+                compact_compare_view(page, params, metrics)
+                for axis in [*params, *metrics]:  # every chosen axis drawn (an unknown key draws none)
+                    page.locator("svg text", has_text=axis).first.wait_for(timeout=timeout_s * 1000)
             except PlaywrightTimeout:
                 text = page.inner_text("body")[:1500]
-                raise ScreenshotError(f"the compare page {url} did not show runs {methods} and "
-                                      f"{CHECKED_METRIC} within {timeout_s:.0f}s; page text: {text!r}") from None
+                raise ScreenshotError(f"the compare page {url} did not show runs {methods} and the axes "
+                                      f"{[*params, *metrics]} within {timeout_s:.0f}s; page text: {text!r}") from None
             page.get_by_text("Comparing", exact=False).first.scroll_into_view_if_needed()  # back to the top
             page.wait_for_timeout(1000)  # let the chart finish drawing
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +164,8 @@ def main() -> None:
     ap.add_argument("--store", default=None, help="tracking URI (default: the project's store, sqlite:///<root>/mlruns.db)")
     ap.add_argument("--out", type=Path, default=Path("reports/mlflow_compare.png"))
     ap.add_argument("--chromium", default=None, help="Chromium executable (default: found on PATH)")
+    ap.add_argument("--params", nargs="+", default=CHART_PARAMS, help="the chart's parameter axes")
+    ap.add_argument("--metrics", nargs="+", default=CHART_METRICS, help="the chart's metric axes")
     args = ap.parse_args()
     experiment = args.experiment
     if experiment is None:
@@ -158,7 +173,8 @@ def main() -> None:
 
         experiment = load_params().data.dataset_name
     try:
-        result = screenshot(args.store or tracking_uri(), experiment, args.methods, args.out, args.chromium)
+        result = screenshot(args.store or tracking_uri(), experiment, args.methods, args.out, args.chromium,
+                            params=args.params, metrics=args.metrics)
     except ScreenshotError as exc:
         sys.exit(f"error: {exc}")
     print(json.dumps(result, indent=2))

@@ -1,8 +1,8 @@
 """The papers' model sizes and training budgets for every method of the default run, as one DVC experiment.
 
-The default run fits an hour on a 2-core CPU: a 2+2-layer T5 and 10 epochs for every generative method,
-validation on 2,000 users. This script turns those into the papers' settings (below, each with its source)
-and runs them as a named experiment, unchanged on a CPU or a GPU (CUDA is used when present):
+The default run is sized for a 2-core CPU (its stage times: README, "Budgets"): a 2+2-layer T5 and 10 epochs for
+every generative method, validation on 2,000 users. This script turns those into the papers' settings (below, each
+with its source) and runs them as a named experiment, unchanged on a CPU or a GPU (CUDA is used when present):
 
     python scripts/paper_settings.py            # prints the `dvc exp run` command
     python scripts/paper_settings.py --run      # runs it: dvc exp run -n paper-settings -S ...

@@ -13,13 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline import paths  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", type=Path, default=Path("../shared/data"))
-    ap.add_argument("--out", type=Path, default=Path("data/local/beauty"))
+    ap.add_argument("--out", type=Path, default=paths.LOCAL_DIR / "beauty")
     args = ap.parse_args()
     letter, idgenrec = args.shared / "letter-beauty", args.shared / "idgenrec-beauty"
     item2asin = {}

@@ -1,26 +1,27 @@
 """Compare methods over several training seeds on the current data, with a paired test over users.
 
-Trains and evaluates every (method, seed) with the stages' own code (`pipeline.training.method`) on the
+Trains and evaluates every (method, seed) with the stages' own code (`pipeline.training.standalone`) on the
 splits and semantic IDs that `dvc repro` left in `data/` (of ``--workspace``), under one shared budget, then writes a
 Markdown table (mean ± std over seeds per metric; per-user NDCG@10 averaged over seeds compared with the
 baseline by a paired t-test and a Wilcoxon signed-rank test) and the same figures as JSON.
 
     python scripts/seed_study.py --name decor_ablation --baseline tiger \
         --methods tiger decor_composition decor_composition_bos decor_fusion decor_fusion_composition decor \
-        --seeds 2025 2026 2027 --set train.epochs=2 --workers 2
+        --seeds 2025 2026 2027 --set defaults.generative.train.epochs=2 --workers 2
 
 Runs are kept under data/studies/<name>/<method>-s<seed>/: an interrupted study resumes where it
 stopped (finished runs are skipped, a half-trained one resumes from its checkpoint; `--re-evaluate` ranks
-the finished runs' models again with the current code, e.g. after a decoder change). `--set` edits every
-listed method's params block (block-relative keys), so all methods share the budget. Each (method, seed) run is
-an MLflow run `study@<method>-s<seed>` under the parent `study:<name>`, with its curve and test metrics.
-Seeds of the default run's methods can also go through DVC, one experiment per seed in `dvc exp show`:
-`dvc exp run --queue -S 'methods.tiger.seed=1,2,3'` (docs/operations.md, "Sweeps (dvc exp)").
+the finished runs' models again with the current code, e.g. after a decoder change). `--set` takes params.yaml
+keys from its top, exactly as `dvc exp run -S` does: a family's key (`defaults.generative.train.epochs=2`) is the
+budget of every method that extends it, so all of them share it; a method's own
+(`++methods.tiger.train.epochs=2`, `++` where its block lacks the key) changes that method alone. Each
+(method, seed) run is an MLflow run `study@<method>-s<seed>` under the parent `study:<name>`, with its curve and
+test metrics. Seeds of the default run's methods can also go through DVC, one experiment per seed in
+`dvc exp show`: `dvc exp run --queue -S 'methods.tiger.seed=1,2,3'` (docs/operations.md, "Sweeps (dvc exp)").
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -35,8 +36,9 @@ sys.path.insert(0, str(REPO))
 
 def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int, re_evaluate: bool = False,
             study: str = "study") -> dict:
-    """One training + test evaluation in a worker process; returns the test metrics. Tracked in MLflow as the run
-    ``study@<method>-s<seed>``, nested under the parent run ``study:<name>`` (GENREC_TRACKING=0: not tracked)."""
+    """One training + test evaluation in a worker process; returns its result (``train_and_evaluate``'s). Tracked
+    in MLflow as the run ``study@<method>-s<seed>``, nested under the parent run ``study:<name>``
+    (GENREC_TRACKING=0: not tracked)."""
     os.environ.setdefault("GENREC_ORCHESTRATOR", "none")
     import torch
 
@@ -44,7 +46,7 @@ def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int
     from pipeline.config import params_from_dict
     from pipeline.evaluation.evaluate import evaluate_model
     from pipeline.orchestration import tracking
-    from pipeline.training.method import train_method
+    from pipeline.training.standalone import train_and_evaluate, write_result
 
     run_dir = Path(run_dir)
     done = run_dir / "result.json"
@@ -60,21 +62,20 @@ def run_one(raw_params: dict, method: str, seed: int, run_dir: str, threads: int
             log("re-evaluating the finished run with the current ranking code")
             result["test"] = evaluate_model(run_dir / "model", run_dir / "results", params.evaluate, log=log)
             result["re_evaluated"] = True
-            done.write_text(json.dumps(result, indent=2, default=float) + "\n")
+            write_result(result, done)
         return result
 
     settings = {"method": params.method(method).model_dump(), "seed": seed, "study": study}
     with tracking.stage_run(f"study@{method}-s{seed}", params.data.dataset_name, settings,
                             group=f"study:{study}") as run:
         run.set_tags({"study": study, "study.method": method, "study.seed": str(seed)})
-        summary, history = train_method(params, method, run_dir / "model", log=log,
-                                        on_epoch=lambda epoch, row: run.log_metrics(
-                                            {k: v for k, v in row.items() if isinstance(v, (int, float))
-                                             and k != "epoch"}, step=epoch))
-        metrics = evaluate_model(run_dir / "model", run_dir / "results", params.evaluate, log=log)
-        run.log_metrics({f"test_{k}": v for k, v in metrics.items() if isinstance(v, float)})
-    result = {"method": method, "seed": seed, "summary": summary, "test": metrics, "history": history}
-    done.write_text(json.dumps(result, indent=2, default=float) + "\n")
+        result = train_and_evaluate(params, method, run_dir / "model", run_dir / "results", log=log,
+                                    on_epoch=lambda epoch, row: run.log_metrics(
+                                        {k: v for k, v in row.items() if isinstance(v, (int, float))
+                                         and k != "epoch"}, step=epoch))
+        run.log_metrics({f"test_{k}": v for k, v in result["test"].items() if isinstance(v, float)})
+    result = {**result, "seed": seed}
+    write_result(result, done)
     return result
 
 
@@ -152,13 +153,15 @@ def id_dynamics(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", required=True)
     ap.add_argument("--methods", nargs="+", required=True)
     ap.add_argument("--seeds", nargs="+", type=int, required=True)
     ap.add_argument("--baseline", required=True)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a params.yaml key from its top, as dvc exp run -S takes it, e.g. "
+                         "defaults.generative.train.epochs=2 (repeat for more)")
     ap.add_argument("--workers", type=int, default=1, help="runs in parallel (threads are split between them)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads per run (default: the CPUs split between the workers); 1 beside other jobs")
@@ -172,42 +175,44 @@ def main() -> None:
     args = ap.parse_args()
     if args.baseline not in args.methods:
         raise SystemExit(f"--baseline {args.baseline} must be one of --methods")
-    from pipeline.config import set_dotted
+    return args
 
-    if args.out is not None:
-        args.out = args.out.resolve()
-    os.chdir(args.workspace)
-    raw = yaml.safe_load(Path("params.yaml").read_text())
+
+def run_params(raw: dict, methods: list[str], seeds: list[int], overrides: list[str]) -> dict[tuple[str, int], dict]:
+    """The params mapping of every (method, seed): params.yaml with ``overrides`` (root keys, as `dvc exp run -S`
+    takes them), then the run's seed in the method's block."""
+    from pipeline.config import apply_overrides
+
     section = {m: s for s in ("methods", "more_methods") for m in (raw.get(s) or {})}
-    missing = [m for m in args.methods if m not in section]
+    missing = [m for m in methods if m not in section]
     if missing:
         raise SystemExit(f"params.yaml has no methods (or more_methods) block for {missing}")
-    runs = Path("data/studies") / args.name
+    shared = apply_overrides(raw, overrides)  # a bad key stops here, before any run starts
+    return {(m, seed): apply_overrides(shared, [f"++{section[m]}.{m}.seed={seed}"]) for seed in seeds for m in methods}
+
+
+def run_all(args: argparse.Namespace, params: dict[tuple[str, int], dict], runs: Path) -> dict[tuple[str, int], dict]:
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     jobs = {}
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        for seed in args.seeds:
-            for m in args.methods:
-                params = copy.deepcopy(raw)
-                block = params[section[m]][m]
-                for assignment in args.set:
-                    set_dotted(block, assignment)
-                block["seed"] = seed
-                run_dir = runs / f"{m}-s{seed}"
-                run_dir.mkdir(parents=True, exist_ok=True)
-                jobs[(m, seed)] = pool.submit(run_one, params, m, seed, str(run_dir), threads, args.re_evaluate,
-                                              args.name)
+        for (m, seed), raw in params.items():
+            run_dir = runs / f"{m}-s{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            jobs[(m, seed)] = pool.submit(run_one, raw, m, seed, str(run_dir), threads, args.re_evaluate, args.name)
         results = {}
         for key, job in jobs.items():
             results[key] = job.result()
             print(f"{key[0]} seed {key[1]}: test NDCG@10 {results[key]['test']['ndcg@10']:.4f}", flush=True)
+    return results
+
+
+def write_report(args: argparse.Namespace, results: dict[tuple[str, int], dict], runs: Path, out: Path) -> None:
     from pipeline.evaluation.comparison import compare, markdown
 
     summary = compare({m: [runs / f"{m}-s{s}" / "results" / "ranks.parquet" for s in args.seeds]
                        for m in args.methods}, args.baseline)
     summary.update(seeds=args.seeds, overrides=args.set)
     table = markdown(summary)
-    out = args.out or Path("reports/studies") / f"{args.name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# {args.name}\n\nSeeds {args.seeds}; budget overrides {args.set or 'none'}; test split, "
               f"{summary['users']} users. Mean ± std over seeds; p-values compare per-user NDCG@10 "
@@ -219,5 +224,22 @@ def main() -> None:
     print(header + table)
 
 
+def main() -> None:
+    args = parse_args()
+    from pipeline import paths
+
+    out = args.out.resolve() if args.out is not None else None
+    os.chdir(args.workspace)
+    params = run_params(yaml.safe_load(Path("params.yaml").read_text()), args.methods, args.seeds, args.set)
+    runs = paths.study_dir(args.name)
+    results = run_all(args, params, runs)
+    write_report(args, results, runs, out or paths.STUDY_REPORTS_DIR / f"{args.name}.md")
+
+
 if __name__ == "__main__":
-    main()
+    from pipeline.config import ParamsError
+
+    try:
+        main()
+    except ParamsError as exc:  # a bad --set or params.yaml: its message, no traceback
+        sys.exit(f"seed_study: error: {exc}")

@@ -1,14 +1,12 @@
 """DVC stage `evaluate@<method>`: rank every test user's items with the model folder alone; Recall/NDCG/
 invalid@K; per-user ranks. Its MLflow run is nested beside the
 train stage's under the method's parent run."""
-import json
 import sys
 
 from pipeline import paths
 from pipeline.config import load_params
 from pipeline.evaluation.evaluate import evaluate_model
 from pipeline.io import write_json
-from pipeline.models.folder import TRAINING_FILE
 from pipeline.orchestration import tracking
 from pipeline.orchestration.flows import as_flow, run_stage
 from pipeline.runtime.reproducible import pin_threads
@@ -20,21 +18,17 @@ def main(method: str) -> None:
     results = as_flow(evaluate_model, name=f"evaluate@{method}")(paths.model_dir(method), paths.results_dir(method),
                                                                   params.evaluate)
     metrics_path = paths.METRICS_DIR / f"evaluate_{method}.json"
-    # The method's one line of `dvc metrics show`: the test metrics and how long it trained (the training run's
-    # record, copied into the results folder with the ranks), so a row cut short by its budget shows beside them.
-    trained_file = paths.results_dir(method) / TRAINING_FILE
-    trained = json.loads(trained_file.read_text()) if trained_file.exists() else {}
-    write_json({**results, "epochs_run": trained.get("epoch", 0), "best_epoch": trained.get("best_epoch", 0)},
-               metrics_path)
+    write_json(results, metrics_path)  # the method's one line of `dvc metrics show`
     # the train run's settings beside the test metrics, so that MLflow's compare view has both in one row
     train_run = tracking.latest_run(params.data.dataset_name, f"train@{method}")
     trained_with = dict(train_run.data.params) if train_run is not None else {}
     with tracking.stage_run(f"evaluate@{method}", params.data.dataset_name,
-                            {**trained_with, "evaluate": params.evaluate.model_dump()},
+                            {**trained_with, "method.name": method, "evaluate": params.evaluate.model_dump()},
                             group=f"method:{method}") as run:
         if train_run is not None:
             run.set_tags({"train.run_id": train_run.info.run_id})
-        run.log_metrics({f"test_{k}": v for k, v in results.items() if isinstance(v, float)})
+        run.log_metrics({**{f"test_{k}": v for k, v in results.items() if isinstance(v, float)},
+                         "epochs_run": results["epochs_run"], "best_epoch": results["best_epoch"]})
         run.set_tags({"evaluate.precision_used": results["precision"], "evaluate.device_used": results["device"]})
         run.log_artifact(str(metrics_path))
 

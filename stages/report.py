@@ -1,15 +1,16 @@
 """DVC stage `report`: every evaluated method side by side, against the baseline (params `report`).
 
 Writes `reports/comparison.md` (metrics recomputed from each method's per-user ranks, the change of
-NDCG@10 against the baseline, paired t-test and Wilcoxon p-values over users), the same as JSON in
+NDCG@10 against the baseline with its paired bootstrap interval, paired t-test and Wilcoxon p-values over users
+adjusted by Holm's method: ``pipeline.evaluation.comparison``), the same as JSON in
 `reports/metrics/comparison.json`, and `reports/plots/comparison.csv` for `dvc plots show`. Methods are
 those of params.yaml's `methods` that have results; several seeds per method come from
 `scripts/seed_study.py`, which prints the same table with mean ± std.
 
 Also the same comparison within slices of the test users (``pipeline.evaluation.slices``: target popularity,
 history length, the size of the target's first-level ID group): a table per family in `comparison.md`, the
-figures in `reports/metrics/slices.json`, a bar chart in `reports/plots/slices.svg`; all logged to the report's
-MLflow run.
+figures in `reports/metrics/slices.json`, a bar chart in `reports/plots/slices.svg` (matplotlib,
+``pipeline.analysis.svg``); all logged to the report's MLflow run.
 """
 import csv
 import json
@@ -32,24 +33,32 @@ SLICES_JSON = paths.METRICS_DIR / "slices.json"
 SLICES_SVG = paths.PLOTS_DIR / "slices.svg"
 
 
-def training_budget(result_dir: Path) -> str:
-    """ "8 (best 7), bf16" from the evaluate stage's record of the training run (epochs, and the precision
-    train.precision resolved to on the training machine); "" when there were no epochs."""
+def training_record(result_dir: Path) -> dict | None:
+    """The evaluate stage's copy of the training run's record (``training.json``): epochs run, best epoch and
+    precision for a model the trainer fitted; empty for a model that fits itself on the training split in one pass
+    (``Recommender.fits_itself``, the popularity counts), which runs no epochs. None where there is no record."""
     path = result_dir / "training.json"
-    trained = json.loads(path.read_text()) if path.exists() else {}
-    if "epoch" not in trained:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def training_budget(trained: dict | None) -> str:
+    """ "8 (best 7), bf16" from a training record (epochs, and the precision train.precision resolved to on the
+    training machine); "" when there were no epochs."""
+    if not trained or "epoch" not in trained:
         return ""
     return (f"{trained['epoch']} (best {trained['best_epoch']})"
             + (f", {trained['precision']}" if "precision" in trained else ""))
 
 
-def budget(params, methods: list[str], train_samples: int) -> str:
-    """What each method trained on, from params.yaml: methods with the same train block share one line."""
+def budget(params, records: dict[str, dict | None], train_samples: int) -> str:
+    """What each method trained on, from params.yaml and each method's training record (``records``, by method,
+    :func:`training_record`): methods with the same train block share one line; a method whose record holds no
+    epochs fitted itself in one pass and has no train block to state."""
     groups: dict[str, list[str]] = {}
-    for m in methods:
+    for m, trained in records.items():
         t = params.method(m).train
-        if params.method(m).model == "popularity":
-            key = "counts of the training interactions, no training"
+        if trained is not None and "epoch" not in trained:
+            key = "fitted on the training split in one pass (no epochs, no validation)"
         else:
             every = t.samples_per_epoch or train_samples
             validation = (f"{t.max_eval_samples:,} fixed validation users" if t.max_eval_samples
@@ -74,22 +83,23 @@ def slice_comparison(methods: list[str], baseline: str | None) -> dict:
                                  {"prefix": {m: spans for m, (_, spans) in prefix.items()}})
 
 
-def write_slices(result: dict) -> None:
-    write_json(result, SLICES_JSON)
-    chart_height = 220
+def slices_chart(result: dict) -> str:
+    """NDCG@10 per slice and method, a panel per slice family, each method in the same colour in every panel."""
     methods = list(dict.fromkeys(m for block in result["families"].values() for m in block["methods"]))
-    colors = {m: svg.PALETTE[i % len(svg.PALETTE)] for i, m in enumerate(methods)}  # one colour per method
-    charts = []
+    panels = []
     for block in result["families"].values():
         groups = list(dict.fromkeys(s for row in block["methods"].values() for s in row))
         series = {m: [row.get(g, {}).get("ndcg@10", float("nan")) for g in groups]
                   for m, row in block["methods"].items()}
-        charts.append(svg.grouped_bars(groups, series, title=f"NDCG@10 by {block['title']}", height=chart_height,
-                                       y_label="NDCG@10", colors=colors))
-    body = "".join(f'<g transform="translate(0,{i * chart_height})">{c}</g>' for i, c in enumerate(charts))
+        panels.append((f"NDCG@10 by {block['title']}", groups, series))
+    return svg.grouped_bars(panels, y_label="NDCG@10",
+                            colors={m: svg.PALETTE[i % len(svg.PALETTE)] for i, m in enumerate(methods)})
+
+
+def write_slices(result: dict) -> None:
+    write_json(result, SLICES_JSON)
     with atomic_path(SLICES_SVG) as tmp:
-        tmp.write_text(f'<svg xmlns="http://www.w3.org/2000/svg" width="720" height="{len(charts) * chart_height}">'
-                       f"{body}</svg>\n")
+        tmp.write_text(slices_chart(result))
 
 
 def slice_metrics(result: dict) -> dict[str, float]:
@@ -114,12 +124,14 @@ def main() -> None:
         print(f"[report] baseline {baseline!r} has no results: no relative change or p-values")
         baseline = None
     result = compare({m: [RESULTS / m / "ranks.parquet"] for m in methods}, baseline)
+    records = {m: training_record(RESULTS / m) for m in methods}
     text = (f"# Test metrics, {params.data.dataset_name}\n\n{result['users']} users, leave-one-out, full ranking. "
             "One run per method (seeds: `scripts/seed_study.py`); trained: epochs run (best validation epoch, "
-            "whose weights were tested), training precision; p-values: per-user NDCG@10 against the baseline "
-            "(* p < 0.05, "
-            "** p < 0.01).\n\n" + markdown(result, {m: training_budget(RESULTS / m) for m in methods}) + "\n"
-            + budget(params, methods, json.loads(paths.SEQUENCE_STATS.read_text())["train_samples"]) + "\n")
+            "whose weights were tested), training precision"
+            + ("; against the baseline: per-user NDCG@10, the columns explained under the table" if baseline else "")
+            + ".\n\n"
+            + markdown(result, {m: training_budget(records[m]) for m in methods}) + "\n"
+            + budget(params, records, json.loads(paths.SEQUENCE_STATS.read_text())["train_samples"]) + "\n")
     by_slice = slice_comparison(methods, baseline)
     text += (f"\n## Where the differences are\n\n{slices.markdown(by_slice)}\nThe same as a chart: "
              f"[{SLICES_SVG.name}](plots/{SLICES_SVG.name}); the figures: `{SLICES_JSON}`.\n")

@@ -90,9 +90,8 @@ def run(work: Path, stage: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def prepare(work: Path, embed: bool = True) -> None:
-    """A tiny workspace with its sequences and params (tests/conftest.py's data), and every stage run once;
-    ``embed=False`` writes random item vectors instead of running the text encoder (for cases after it)."""
+def workspace_with_sequences(work: Path) -> Workspace:
+    """``work`` created, with tests/conftest.py's tiny splits written into it."""
     work.mkdir(parents=True, exist_ok=True)
     cwd = Path.cwd()
     os.chdir(work)
@@ -100,6 +99,18 @@ def prepare(work: Path, embed: bool = True) -> None:
         ws = Workspace()
         ws.root = work
         ws.write_sequences()
+    finally:
+        os.chdir(cwd)
+    return ws
+
+
+def prepare(work: Path, embed: bool = True) -> None:
+    """A tiny workspace with its sequences and params (tests/conftest.py's data), and every stage run once;
+    ``embed=False`` writes random item vectors instead of running the text encoder (for cases after it)."""
+    cwd = Path.cwd()
+    ws = workspace_with_sequences(work)
+    os.chdir(work)
+    try:
         if not embed:
             ws.write_embeddings()
         import pyarrow as pa

@@ -312,3 +312,73 @@ def test_an_encoder_context_pools_the_encoders_output_states_and_decodes_as_it_t
     items, scores = model.beam_search(batch, beam_size=N_ITEMS)
     for row in range(3):
         assert torch.allclose(every_item_log_probability(model, batch, row)[items[row]], scores[row], atol=1e-4)
+
+
+def direct_level_statistics(model, u: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """The composition weights (B, levels, K) and a few of diagnose()'s figures, from the formulas themselves."""
+    d, levels = model.config.d_model, DEPTH - 1
+    x = model.token_embeddings(FIRST_CODE + torch.arange(levels * K).view(levels, K))  # (levels, K, d)
+    q, k, v = u @ model.compose_q.weight.T, x @ model.compose_k.weight.T, x @ model.compose_v.weight.T
+    if model.config.scores == "cosine":
+        scores = torch.einsum("bd,lkd->blk", q / q.norm(dim=-1, keepdim=True),
+                              k / k.norm(dim=-1, keepdim=True)) / model.config.temperature
+    else:
+        scores = torch.einsum("bd,lkd->blk", q, k) / d ** 0.5
+    weights = torch.softmax(scores, dim=-1)
+    B = u.shape[0]
+    unit = q / q.norm(dim=-1, keepdim=True)
+    expected = {"query_cos_mean": float(((unit @ unit.T).sum() - B) / (B * (B - 1)))}
+    for level in range(levels):
+        w, p = weights[:, level], f"l{level + 1}_"
+        winners = w.argmax(dim=1)
+        top = int(torch.bincount(winners, minlength=K).argmax())
+        best_two = scores[:, level].topk(2, dim=1).values
+        expected.update({p + "max_mean": float(w.max(dim=1).values.mean()),
+                         p + "distinct_winners": len(set(winners.tolist())),
+                         p + "top_winner_share": float((winners == top).float().mean()),
+                         p + "active_epoch_mean_rule": float((w.mean(0) >= 1 / K).float().mean()),
+                         p + "active_per_sample_rule": float(((w >= 1 / K).float().mean(0) >= 0.01).float().mean()),
+                         p + "query_norm": float(q.norm(dim=1).mean()),
+                         p + "winner_key_norm": float(k[level, top].norm()),
+                         p + "score_gap_top2": float((best_two[:, 0] - best_two[:, 1]).mean()),
+                         p + "value_norm_winner": float(v[level, top].norm())})
+    return weights, expected
+
+
+@pytest.mark.parametrize("switches", [{}, dict(scores="cosine", temperature=0.5, context_norm="batch")])
+def test_diagnose_reports_the_composition_attention_as_the_formulas_give_it(switches):
+    model = decor(bos_queries=0, **switches).train()
+    batch = batch_of(model, 8)
+    with torch.no_grad():
+        u = model.context(batch)
+        weights, expected = direct_level_statistics(model, u)
+        torch.testing.assert_close(model.composition_weights(u)[1], weights)  # the forward's own weights
+    stats = model.diagnose({**batch, "context": u})
+    assert {f"l{level}_onehot_share" for level in range(1, DEPTH)} <= set(stats)
+    for key, value in expected.items():
+        assert stats[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    # without a context of its own, the batch's u is the one the decoder gets at inference
+    model.eval()
+    assert model.diagnose(batch) == model.diagnose({**batch, "context": model.encode(batch)[0]["context"]})
+
+
+def test_diagnose_leaves_the_model_and_the_random_generator_as_they_were():
+    """A diagnosis between training steps must not move training: the next step's loss and the batch
+    standardiser's running statistics are those of a run that never diagnosed."""
+    plain = Decor(DecorConfig(**{**SIZES, "dropout": 0.1}, bos_queries=4, context_norm="batch"), catalogue(),
+                  codebooks()).train()
+    diagnosed = Decor(DecorConfig(**{**SIZES, "dropout": 0.1}, bos_queries=4, context_norm="batch"), catalogue(),
+                      codebooks()).train()
+    diagnosed.load_state_dict(plain.state_dict())
+    batch = batch_of(plain)
+    given = torch.randn(6, SIZES["d_model"], generator=torch.Generator().manual_seed(5))
+    standardiser = {k: v.clone() for k, v in plain.context_standardiser.state_dict().items()}
+    torch.manual_seed(1)
+    base = plain.loss(batch)
+    torch.manual_seed(1)
+    diagnosed.diagnose(batch)  # computes its own context, in eval mode
+    diagnosed.diagnose({**batch, "context": given})
+    assert diagnosed.training
+    for key, value in diagnosed.context_standardiser.state_dict().items():
+        assert torch.equal(value, standardiser[key]), key
+    assert torch.equal(diagnosed.loss(batch), base)

@@ -2,6 +2,10 @@
 and its pages opened in headless Chromium, without errors, showing the numbers the semantic_ids stage writes."""
 import importlib.util
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +127,34 @@ def test_explorer_page_renders_in_chromium_without_errors(workspace, tmp_path):
     assert result["code_rows"] == largest  # the browser opens on the largest first-level group
     assert "SASRec neighbours" in result["code_note"]
     assert (tmp_path / "toy.png").stat().st_size > 10_000
+
+
+EXPLORE_IN_A_FRESH_PROCESS = """
+from pathlib import Path
+from stages import explore
+explore.explore(Path("reports/again"), ["toy"], learned=[Path("data/models/learner")],
+                neighbours_from=Path("data/models/sasrec/item_embeddings.safetensors"), log=lambda *a: None)
+"""
+
+
+def test_explorer_pages_are_escaped_self_contained_and_repeat_their_bytes(workspace):
+    """The pages come from the package's templates whatever the working directory (here the workspace), with every
+    title HTML-escaped, nothing to fetch from elsewhere, and the same bytes when a fresh process writes them again."""
+    from stages import explore
+
+    explore.explore(Path("reports/explorer"), ["toy"], learned=[Path("data/models/learner")],
+                    neighbours_from=Path("data/models/sasrec/item_embeddings.safetensors"), log=lambda *a: None)
+    subprocess.run([sys.executable, "-c", EXPLORE_IN_A_FRESH_PROCESS], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    first, again = Path("reports/explorer"), Path("reports/again")
+    assert sorted(p.name for p in again.iterdir()) == ["index.html", "learner.html", "toy.html"]
+    for page in first.iterdir():
+        assert page.read_bytes() == (again / page.name).read_bytes(), page.name
+    page = (first / "toy.html").read_text()
+    collisions = page.split('<table id="collisions">', 1)[1].split("</table>", 1)[0]
+    assert "Item &lt;5&gt; &amp; &lt;/script&gt;" in collisions and "<5>" not in collisions  # autoescaped titles
+    assert page.count("<svg") == 3 and 'id="usage-l1"' in page  # two levels' usage and the prefix sizes, inline
+    # nothing outside the file: no script or style to load, links only to the other pages and the SVG namespaces
+    assert not re.search(r"<(script|img|link|iframe)[^>]*\s(src|href)=", page)
+    assert set(re.findall(r'href="([^"#]*)"', page)) <= {"index.html", "toy.html", "learner.html"}
+    assert set(re.findall(r"https?://[^\s\"']+", page)) <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}

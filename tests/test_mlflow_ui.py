@@ -29,10 +29,10 @@ def make_store(tmp_path: Path) -> tuple[str, dict[str, str]]:
                               ("sasrec", 0.0587, {})]:
         with mlflow.start_run(run_name=f"evaluate@{name}") as run:
             evaluated[name] = run.info.run_id
-            mlflow.log_params({"method.model": name, **extra})
+            mlflow.log_params({"method.name": name, "method.max_history": 20, **extra})
             for epoch, loss in enumerate([3.4, 1.9, 1.7], start=1):
                 mlflow.log_metric("train_loss", loss, step=epoch)
-            mlflow.log_metrics({"test_ndcg_at_10": ndcg, "test_recall_at_10": 2 * ndcg})
+            mlflow.log_metrics({"test_ndcg_at_10": ndcg, "test_recall_at_10": 2 * ndcg, "best_epoch": 3})
     with mlflow.start_run(run_name="evaluate@tiger"):  # an unfinished evaluate stage: no test metrics yet
         mlflow.log_metric("train_loss", 5.0)
     mlflow.set_tracking_uri(None)
@@ -59,3 +59,12 @@ def test_compare_page_in_headless_chromium_shows_tiger_and_decor(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result["runs"] == {"tiger": evaluated["tiger"], "decor": evaluated["decor"]}
     assert evaluated["tiger"] in result["url"] and evaluated["sasrec"] not in result["url"]
+
+
+@pytest.mark.skipif(shot.find_chromium() is None or importlib.util.find_spec("playwright") is None,
+                    reason="needs Chromium and playwright (scripts/install.sh installs them where it can)")
+def test_an_axis_the_runs_do_not_have_is_an_error_not_a_chart_without_it(tmp_path):
+    uri, _ = make_store(tmp_path)
+    with pytest.raises(shot.ScreenshotError, match="method.tokenizer"):
+        shot.screenshot(uri, "movielens-100k", ["tiger", "decor"], tmp_path / "compare.png", timeout_s=8,
+                        params=["method.name", "method.tokenizer"])

@@ -21,7 +21,7 @@ def test_every_assignment_sets_an_existing_key_or_adds_one_to_a_method_and_valid
         assert paper_settings.has_key(raw, key) or (key.startswith("++methods.") and ".backbone." not in key[2:]
                                                      or key.startswith("++methods.sasrec.train.")
                                                      or key.startswith("++methods.etegrec.backbone.")), key
-        set_dotted(raw, assignment.removeprefix("++"))
+        set_dotted(raw, assignment)  # as `dvc exp run -S` takes it: a plain key must exist, `++` adds one
     params = params_from_dict(raw)
     assert params.method("tiger").backbone["num_layers"] == 4 and params.method("etegrec").backbone["num_layers"] == 6
     assert params.method("letter").backbone["d_ff"] == 1024 and params.method("discrec_l").backbone["branch_ff"] == 1024

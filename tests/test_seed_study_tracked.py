@@ -1,6 +1,7 @@
 """scripts/seed_study.py's runs are tracked like the stages' runs: each (method, seed) is an MLflow run named for it,
 nested under the study's parent run, with its curve and test metrics (read back with the MLflow client)."""
 import importlib.util
+import json
 from pathlib import Path
 
 import mlflow
@@ -37,3 +38,25 @@ def test_each_method_and_seed_of_a_study_is_an_mlflow_run_under_the_studys_paren
         assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["study.seed"] == str(seed)
         assert "test_ndcg_at_10" in run.data.metrics and run.data.params["seed"] == str(seed)
         assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+
+
+def test_a_finished_run_is_skipped_and_re_evaluated_on_request(workspace, tmp_path):
+    """An interrupted study resumes: a run with its result.json is not trained again; `--re-evaluate` ranks its
+    model again and marks the result."""
+    spec = importlib.util.spec_from_file_location("seed_study", SCRIPT)
+    seed_study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seed_study)
+    workspace.write_ids("rq", workspace.random_ids(), codebook_size=8)
+    raw = {"methods": {"tiger": {"model": "tiger", "inputs": ["data/processed/semantic_ids/rq"], "backbone": TINY_T5,
+                                 "train": {**TINY_TRAIN, "epochs": 1}, "seed": 3}},
+           "tokenizers": {"rq": {"model": "rqvae"}}}
+    run_dir = tmp_path / "study" / "tiger-s3"
+    run_dir.mkdir(parents=True)
+    first = seed_study.run_one(raw, "tiger", 3, str(run_dir), 1)
+    assert first["seed"] == 3 and first["summary"]["epochs_run"] == 1 and "train_seconds" in first
+    weights = {p.name: p.stat().st_mtime_ns for p in (run_dir / "model").iterdir() if p.is_file()}
+    again = seed_study.run_one(raw, "tiger", 3, str(run_dir), 1)
+    assert again == json.loads(json.dumps(first, default=float))  # read back, not trained again
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "model").iterdir() if p.is_file()} == weights
+    ranked = seed_study.run_one(raw, "tiger", 3, str(run_dir), 1, re_evaluate=True)
+    assert ranked["re_evaluated"] and ranked["test"] == again["test"]

@@ -112,3 +112,26 @@ def test_a_user_without_a_slice_is_an_error(toy, tmp_path):
     base = write(tmp_path / "base.parquet", user_id=[0, 1, 2, 3], target=[3, 5, 0, 5], rank=[1, 3, 0, 12])
     with pytest.raises(ValueError, match="no slice"):
         slices.compare_slices({"base": base}, "base", {"history": {0: "4", 1: "4", 2: "4"}})
+
+
+def test_slice_marks_follow_holm_over_all_the_cells(tmp_path):
+    """Two slices, each with a gain whose raw paired p-values are about 0.028: one cell alone would be marked *, but
+    adjusted by Holm's step-down method for the two cells (0.056) neither is."""
+    n = 2000
+    base = np.zeros(n, dtype=np.int64)
+    base[:100] = base[1000:1100] = 1  # 100 hits at rank 1 in each slice of 1,000 users
+    other = base.copy()
+    for start in (0, 1000):  # in each slice: 39 hits lost, 61 gained (z = 22 / sqrt(100) = 2.2)
+        other[start:start + 39], other[start + 200:start + 261] = 0, 1
+    users = np.arange(n)
+    ranks = {name: write(tmp_path / f"{name}.parquet", user_id=users, target=np.zeros(n, dtype=np.int64), rank=r)
+             for name, r in (("base", base), ("other", other))}
+    result = slices.compare_slices(ranks, "base", {"history": {int(u): "4" if u < 1000 else "5+" for u in users}})
+    cells = result["families"]["history"]["methods"]["other"]
+    assert result["comparisons"] == 2
+    for cell in cells.values():
+        assert 0.025 < cell["paired_t_p"] < 0.05 and 0.025 < cell["wilcoxon_p"] < 0.05
+        assert cell["paired_t_p_holm"] == pytest.approx(2 * min(c["paired_t_p"] for c in cells.values()))
+    table = slices.markdown(result)
+    assert "| other | 0.1220 (+22%) | 0.1220 (+22%) |" in table
+    assert "for the 2 cells of these tables together" in table

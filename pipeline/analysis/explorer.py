@@ -5,16 +5,18 @@ A page shows the numbers of the ``semantic_ids`` stage (``semantic_id_stats``: u
 collisions), per-level code usage, how many items share each prefix, the collision groups with their titles,
 a browser of the items under any first-level code, how often an item's nearest SASRec neighbours share its
 prefix (LETTER's argument that IDs should follow collaborative signal, LETTER §3.2), and the agreement with
-every other page's IDs. Charts are inline SVG (``pipeline.analysis.svg``) and the browser is a few lines of
-plain JavaScript over inline JSON: no network, no plotting library.
+every other page's IDs. Each page is one self-contained file rendered from the Jinja2 templates in ``templates/``
+(autoescaped): charts as inline SVG drawn by matplotlib (``pipeline.analysis.svg``), the browser a few lines of plain
+JavaScript over the page's figures as inline JSON; no network, nothing loaded from elsewhere.
 """
 from __future__ import annotations
 
-import json
+import functools
 from dataclasses import dataclass, field
-from html import escape
 
+import jinja2
 import numpy as np
+from markupsafe import Markup
 
 from pipeline.analysis import svg
 from pipeline.tokenizers.semantic_ids import semantic_id_stats
@@ -22,6 +24,7 @@ from pipeline.tokenizers.semantic_ids import semantic_id_stats
 NEIGHBOURS = 10  # SASRec neighbours per item for the agreement figures
 TITLE_CHARS = 48  # titles are cut to this length to keep the pages small
 TOP_COLLISION_GROUPS = 12
+TEMPLATE_FOLDER = "templates"  # the pages' Jinja2 templates, beside this module inside the package
 
 
 @dataclass
@@ -117,121 +120,35 @@ def page_data(table: IdTable, titles: list[str], neighbours: np.ndarray | None, 
     return data
 
 
-STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1040px;color:#222}
-h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
-th{background:#f4f4f4}.num{text-align:right;font-variant-numeric:tabular-nums}.muted{color:#666}
-nav a{margin-right:12px}select{font-size:14px}#code-items{max-height:420px;overflow:auto;display:block}"""
-
-BROWSER_JS = """
-const D = JSON.parse(document.getElementById('explorer-data').textContent);
-const select = document.getElementById('code');
-const counts = new Map();
-D.ids.forEach(id => counts.set(id[0], (counts.get(id[0]) || 0) + 1));
-const byCount = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0]);
-for (const [code, n] of byCount) {
-  const o = document.createElement('option'); o.value = code; o.textContent = `code ${code} (${n} items)`;
-  select.appendChild(o);
-}
-function show(code) {
-  const rows = D.ids.map((id, item) => [item, id]).filter(([, id]) => id[0] === code)
-    .sort((a, b) => a[1].join(',').localeCompare(b[1].join(','), undefined, {numeric: true}));
-  const body = document.querySelector('#code-items tbody');
-  body.replaceChildren(...rows.map(([item, id]) => {
-    const tr = document.createElement('tr');
-    for (const text of [item, '(' + id.join(', ') + ')', D.titles[item]]) {
-      const td = document.createElement('td'); td.textContent = text; tr.appendChild(td);
-    }
-    return tr;
-  }));
-  let note = `${rows.length} items under first code ${code}.`;
-  if (D.neighbours) {
-    const share = rows.reduce((s, [item]) => s + D.neighbours.first_code_share[item], 0) / rows.length;
-    note += ` Their ${D.neighbours.k} nearest SASRec neighbours share this first code \
-${(100 * share).toFixed(1)} % of the time.`;
-  }
-  document.getElementById('code-note').textContent = note;
-}
-select.addEventListener('change', () => show(Number(select.value)));
-if (byCount.length) { select.value = byCount[0][0]; show(byCount[0][0]); }
-"""
-
-
 def _pct(x: float) -> str:
     return "—" if x != x else f"{100 * x:.1f} %"
 
 
-def _nav(pages: list[str], current: str) -> str:
-    links = ['<a href="index.html">all pages</a>'] + [
-        f"<b>{escape(p)}</b>" if p == current else f'<a href="{escape(p)}.html">{escape(p)}</a>' for p in pages]
-    return "<nav>" + " ".join(links) + "</nav>"
-
-
-def _json_script(data: dict) -> str:
-    # inside <script>, "</" would end the element: escape it (JSON allows "\\/")
-    return ('<script type="application/json" id="explorer-data">'
-            + json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/") + "</script>")
+@functools.cache
+def templates() -> jinja2.Environment:
+    """The pages' Jinja2 templates, found through this package (``TEMPLATE_FOLDER`` beside this module, wherever it
+    is installed), every value HTML-escaped unless it is ``Markup`` (the charts), undefined names an error."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader(__package__, TEMPLATE_FOLDER), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True)
+    env.filters.update(pct=_pct, thousands=lambda n: f"{n:,}")
+    # the page's figures for its browser: compact, in the order page_data builds them (tojson escapes <, >, &, ')
+    env.policies["json.dumps_kwargs"] = {"separators": (",", ":"), "ensure_ascii": False, "sort_keys": False}
+    return env
 
 
 def render_page(data: dict, pages: list[str]) -> str:
+    """An ID table's page (``page_data``): its figures, charts, the code browser and the data behind it."""
     L, K = data["levels"], data["codebook_size"]
-    s = data["stats"]
-    stat_rows = "".join(f'<tr><th>{escape(k)}</th><td class="num" id="stat-{escape(k)}">{escape(str(v))}</td></tr>'
-                        for k, v in s.items())
-    usage = "".join(svg.bars(data["usage"][level], [f"code {c}" for c in range(K)],
+    usage = [Markup(svg.bars(data["usage"][level], [f"code {c}" for c in range(K)],
                              title=f"Level {level + 1}: items per code ({sum(1 for u in data['usage'][level] if u)} "
-                             f"of {K} codes used)", y_label="items", element_id=f"usage-l{level + 1}")
-                    for level in range(L))
-    prefix_rows = "".join(f"<tr><td>{p['length']}</td><td class='num'>{p['prefixes']:,}</td>"
-                          f"<td class='num'>{p['mean_items']:.2f}</td><td class='num'>{p['max_items']}</td></tr>"
-                          for p in data["prefix"])
+                             f"of {K} codes used)", y_label="items", element_id=f"usage-l{level + 1}"))
+             for level in range(L)]
     first = data["prefix"][0]["histogram"]
-    prefix_chart = svg.bars(first[1:], [f"{n} items" for n in range(1, len(first))],
-                            title="First-level groups by size (how many first codes hold n items)", y_label="codes")
-    groups = "".join(
-        "<tr><td class='num'>" + str(len(g)) + "</td><td>(" + ", ".join(str(c) for c in data["ids"][g[0]][:L])
-        + ")</td><td>" + "<br>".join(escape(data["titles"][i]) for i in g[:6]) + (" …" if len(g) > 6 else "")
-        + "</td></tr>" for g in data["largest_collision_groups"])
-    neighbours = ""
-    if "neighbours" in data:
-        nb = data["neighbours"]
-        neighbours = ("<h2>Agreement with SASRec</h2><p>For every item, its " + str(nb["k"])
-                      + " nearest items by "
-                      "SASRec's item embeddings (cosine): how often they share the item's prefix, against the share "
-                      "two random items would.</p><table id='neighbours'><tr><th>prefix length</th><th>neighbours "
-                      "sharing it</th><th>chance</th><th>ratio</th></tr>" + "".join(
-                          f"<tr><td>{r['prefix']}</td><td class='num'>{_pct(r['share'])}</td><td class='num'>"
-                          f"{_pct(r['chance'])}</td><td class='num'>{r['share'] / r['chance']:.1f}×</td></tr>"
-                          if r["chance"] > 0 else
-                          f"<tr><td>{r['prefix']}</td><td class='num'>{_pct(r['share'])}</td><td>—</td><td>—</td></tr>"
-                          for r in nb["levels"]) + "</table>")
-    side = "".join(f"<tr><td><a href='{escape(r['other'])}.html'>{escape(r['other'])}</a></td><td class='num'>"
-                   + (_pct(r["same_first_code"]) if r["same_levels"] else "—") + f"</td><td class='num'>"
-                   f"{_pct(r['pairs_kept'])}</td></tr>" for r in data["side_by_side"])
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">\
-<title>{escape(data['name'])}: semantic IDs</title>
-<style>{STYLE}</style></head><body>
-{_nav(pages, data['name'])}
-<h1>Semantic IDs: {escape(data['name'])}</h1>
-<p class="muted">{escape(data['source'])}. {data['items']:,} items, {L} levels of {K} codes plus a collision token.</p>
-<h2>Summary</h2><table id="stats">{stat_rows}</table>
-<h2>Code usage per level</h2>{usage}
-<h2>Items per prefix</h2><table><tr><th>prefix length</th><th>distinct prefixes</th><th>mean items</th>
-<th>most items</th></tr>{prefix_rows}</table>{prefix_chart}
-<h2>Collision groups</h2><p>{data['collision_groups']:,} groups of items share all {L} codes and are told apart by the
-collision token ({s['n_colliding_items']:,} items). The largest:</p>
-<table id="collisions"><tr><th>items</th><th>codes</th><th>titles</th></tr>{groups}</table>
-<h2>Items under a first-level code</h2><p><select id="code"></select> <span id="code-note"></span></p>
-<table id="code-items"><thead><tr><th>item</th><th>semantic ID</th><th>title</th></tr></thead><tbody></tbody></table>
-{neighbours}
-<h2>Side by side</h2><p>Against the other pages' IDs: the share of items whose first code is the same number (meaningful
-only between IDs that share codebooks, such as ETEGRec's learned IDs and the tokenizer they start from), and, of the
-item pairs that share a first code here, the share that share one there (independent of how codes are numbered).</p>
-<table id="side-by-side"><tr><th>other IDs</th><th>same first code</th><th>pairs still together</th></tr>{side}</table>
-{_json_script(data)}
-<script>{BROWSER_JS}</script>
-</body></html>
-"""
+    prefix_chart = Markup(svg.bars(first[1:], [str(n) for n in range(1, len(first))],
+                                   title="First-level groups by size (how many first codes hold n items)",
+                                   x_label="n items", y_label="codes", element_id="prefix-sizes"))
+    return templates().get_template("id_table.html.j2").render(d=data, pages=pages, current=data["name"],
+                                                                usage_charts=usage, prefix_chart=prefix_chart)
 
 
 def render_composition(name: str, weights: np.ndarray, users: np.ndarray, tokenizer: str, pages: list[str],
@@ -240,45 +157,24 @@ def render_composition(name: str, weights: np.ndarray, users: np.ndarray, tokeni
     and a users x codes heat map of the most-weighted codes for a sample of users (DECOR §3.2, Table 3)."""
     n_users, L, K = weights.shape
     mean = weights.mean(axis=0)
-    parts = []
+    levels = []
     for level in range(L):
         top = np.argsort(-mean[level], kind="stable")[:top_codes]
         # an even sample of the users, ordered by the code they weight most, so that groups of users show as blocks
         rows = np.linspace(0, n_users - 1, min(shown_users, n_users)).astype(int)
         rows = rows[np.lexsort((rows, weights[rows, level].argmax(axis=1)))]
-        parts.append(f"<h2>Level {level + 1}</h2>" + svg.bars(
-            mean[level], [f"code {c}" for c in range(K)], title=f"Mean weight per code over {n_users:,} test users "
-            f"(uniform: {1 / K:.4f})", y_label="weight",
-            element_id=f"composition-mean-l{level + 1}")
-            + f"<p>The weights of its {len(top)} most-weighted codes (columns, by code) for {len(rows)} users (rows: "
-            "an even sample of the test users, ordered by the code each weights most):</p>"
-            + svg.heatmap(weights[rows][:, level][:, top].tolist(), [f"user {u}" for u in users[rows]],
-                          [str(c) for c in top], cell=22))
-    active = [(mean[level] >= 1 / K).mean() for level in range(L)]
-    summary = "".join(f"<tr><td>{level + 1}</td><td class='num'>{_pct(active[level])}</td><td class='num'>"
-                      f"{mean[level].max():.4f}</td></tr>" for level in range(L))
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(name)}: composition</title>
-<style>{STYLE}</style></head><body>
-{_nav(pages, name)}
-<h1>DECOR composition: {escape(name)}</h1>
-<p class="muted">Which codes compose each user's decoder inputs: the weights β over every code of a level for the test
-users' histories (DECOR §3.2), from the trained model. Its codes are \
-<a href="{escape(tokenizer)}.html">{escape(tokenizer)}</a>'s.
-A collapsed composition shows one dark column; a composition that depends on the user, rows that differ.</p>
-<table id="composition"><tr><th>level</th><th>codes above uniform weight</th>\
-<th>largest mean weight</th></tr>{summary}</table>
-{''.join(parts)}
-</body></html>
-"""
+        levels.append({
+            "number": level + 1, "active": float((mean[level] >= 1 / K).mean()), "largest": float(mean[level].max()),
+            "codes_shown": len(top), "users_shown": len(rows),
+            "mean_chart": Markup(svg.bars(mean[level], [f"code {c}" for c in range(K)],
+                                          title=f"Mean weight per code over {n_users:,} test users "
+                                          f"(uniform: {1 / K:.4f})", y_label="weight",
+                                          element_id=f"composition-mean-l{level + 1}")),
+            "heatmap": Markup(svg.heatmap(weights[rows][:, level][:, top].tolist(), [f"user {u}" for u in users[rows]],
+                                          [str(c) for c in top], element_id=f"composition-users-l{level + 1}"))})
+    return templates().get_template("composition.html.j2").render(name=name, tokenizer=tokenizer, levels=levels,
+                                                                   pages=pages, current=name)
 
 
 def render_index(summaries: list[dict], pages: list[str]) -> str:
-    rows = "".join(f"<tr><td><a href='{escape(s['name'])}.html'>{escape(s['name'])}</a></td>"
-                   f"<td>{escape(s['kind'])}</td><td>{escape(s['summary'])}</td></tr>" for s in summaries)
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Semantic-ID explorer</title>
-<style>{STYLE}</style></head><body>
-{_nav(pages, '')}
-<h1>Semantic-ID explorer</h1><p>One page per item → ID table (each tokenizer's, and a model's own learned IDs) and
-per DECOR model. Written by the <code>explore</code> stage.</p>
-<table><tr><th>page</th><th>what</th><th>summary</th></tr>{rows}</table></body></html>
-"""
+    return templates().get_template("index.html.j2").render(summaries=summaries, pages=pages, current="")

@@ -1,120 +1,142 @@
-"""Small inline SVG charts (bars, grouped bars, heat maps) for the report's slice plot and the semantic-ID
-explorer: drawn as text, so the pages need no plotting library and no network."""
+"""The charts of the report's slice plot and the semantic-ID explorer (bars, grouped bars, heat maps), drawn with
+matplotlib and returned as SVG markup: one ``<svg>`` element, without the XML prolog, so that it can stand alone as
+a file or sit inline in an HTML page (no network, no script).
+
+The bytes do not depend on the machine or the run: every chart is drawn under the same settings (``STYLE``), with
+matplotlib's SVG canvas attached to a ``Figure`` of its own (no pyplot, no display, no global backend), the ids
+of its clip paths derived from a fixed salt (``svg.hashsalt``) instead of random ones, no date in the file, and
+its text kept as ``<text>`` elements (``svg.fonttype = none``) laid out with the metrics of DejaVu Sans, the font
+that ships inside matplotlib, instead of glyph outlines of whatever font the machine has.
+"""
 from __future__ import annotations
 
-import math
-from html import escape
+import io
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_svg import FigureCanvasSVG
+from matplotlib.colors import LinearSegmentedColormap
+from matplotlib.figure import Figure
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
            "#bab0ac")
+STYLE = {
+    "svg.hashsalt": "genrec-pipeline",  # clip-path ids from a fixed salt, not from a random UUID
+    "svg.fonttype": "none",  # text as text: no glyph paths, which would depend on the font files found
+    "font.family": "DejaVu Sans",  # bundled with matplotlib, so the layout uses the same metrics everywhere
+    "font.size": 8,
+    "text.parse_math": False,  # a "$" in a label is a dollar sign
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlesize": 9,
+    "axes.titleweight": "bold",
+    "axes.titlelocation": "left",
+    "legend.frameon": False,
+}
+NO_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}  # nothing that changes between runs
+FEW_BARS = 24  # up to this many bars: one bar each, labelled with its value; more (a codebook): one filled step line
+
+
+def _style(element_id: str | None) -> dict:
+    """``STYLE`` for a chart with the id ``element_id``: its own salt, so that charts inline in one page do not
+    share the ids of their clip paths and markers."""
+    if element_id is None:
+        return STYLE
+    return {**STYLE, "svg.id": element_id, "svg.hashsalt": f"{STYLE['svg.hashsalt']}:{element_id}"}
+
+
+def _figure(width_in: float, height_in: float) -> Figure:
+    fig = Figure(figsize=(width_in, height_in), layout="constrained")
+    FigureCanvasSVG(fig)
+    return fig
+
+
+def _markup(fig: Figure) -> str:
+    """The figure as one ``<svg>`` element (matplotlib's XML declaration and DOCTYPE left out)."""
+    out = io.StringIO()
+    fig.savefig(out, format="svg", metadata=NO_METADATA)
+    text = out.getvalue()
+    return text[text.index("<svg"):]
 
 
 def _num(x: float) -> str:
     return f"{x:.4g}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
-def _frame(width: int, height: int, title: str, element_id: str | None, left: float, pad_top: float,
-           inner_w: float, inner_h: float, top: float, y_label: str) -> list[str]:
-    """A bar chart's opening tag, title, baseline, y-axis extremes and y label."""
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"'
-           + (f' id="{escape(element_id)}"' if element_id else "") + f' aria-label="{escape(title)}">',
-           f'<text x="{left}" y="14" font-size="12" font-weight="bold">{escape(title)}</text>',
-           f'<line x1="{left}" y1="{pad_top + inner_h}" x2="{left + inner_w}" y2="{pad_top + inner_h}" stroke="#888"/>',
-           f'<text x="{left - 4}" y="{pad_top + 8}" font-size="10" text-anchor="end">{_num(top)}</text>',
-           f'<text x="{left - 4}" y="{pad_top + inner_h}" font-size="10" text-anchor="end">0</text>']
-    if y_label:
-        out.append(f'<text x="10" y="{pad_top + inner_h / 2}" font-size="10" transform="rotate(-90 10 '
-                   f'{pad_top + inner_h / 2})" text-anchor="middle">{escape(y_label)}</text>')
-    return out
+def bars(values, labels=None, title: str = "", width: float = 6.4, height: float = 1.9, color: str = PALETTE[0],
+         y_label: str = "", element_id: str | None = None, x_label: str = "") -> str:
+    """Vertical bars, one per value (``width`` x ``height`` inches): up to ``FEW_BARS`` each labelled below and
+    with its value above; more as one filled step line with the first and last labels."""
+    values = np.asarray(values, dtype=float)
+    labels = [str(x) for x in labels] if labels is not None else [str(i) for i in range(len(values))]
+    with matplotlib.rc_context(_style(element_id)):
+        fig = _figure(width, height)
+        ax = fig.subplots()
+        if len(values) <= FEW_BARS:
+            drawn = ax.bar(np.arange(len(values)), values, color=color, width=0.8)
+            ax.bar_label(drawn, labels=[_num(v) for v in values], fontsize=6, padding=1)
+            ax.set_xticks(np.arange(len(values)), labels, fontsize=7)
+        else:
+            ax.stairs(values, np.arange(len(values) + 1) - 0.5, fill=True, color=color)
+            ax.set_xticks([0, len(values) - 1], [labels[0], labels[-1]])
+        ax.set_xlim(-0.5, len(values) - 0.5)
+        ax.set_ylim(0, max(float(values.max(initial=0.0)), 1e-12) * 1.12)
+        ax.set_title(title)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        return _markup(fig)
 
 
-def bars(values, labels=None, title: str = "", width: int = 640, height: int = 160, color: str = PALETTE[0],
-         y_label: str = "", element_id: str | None = None) -> str:
-    """Vertical bars, one per value; each bar's tooltip names its label and value."""
-    values = [float(v) for v in values]
-    labels = list(labels) if labels is not None else [str(i) for i in range(len(values))]
-    top = max(values + [1e-12])
-    left, bottom, pad_top = 44, 22, 22
-    inner_w, inner_h = width - left - 8, height - bottom - pad_top
-    step = inner_w / max(len(values), 1)
-    out = _frame(width, height, title, element_id, left, pad_top, inner_w, inner_h, top, y_label)
-    if len(values) <= 24:  # few bars: one element each, with a tooltip
-        for i, (v, label) in enumerate(zip(values, labels)):
-            h = inner_h * v / top
-            out.append(f'<rect x="{left + i * step:.1f}" y="{pad_top + inner_h - h:.1f}" '
-                       f'width="{max(step - 0.5, 0.5):.1f}" '
-                       f'height="{h:.1f}" fill="{color}"><title>{escape(str(label))}: {_num(v)}</title></rect>')
-    else:  # many bars (a codebook): one path, which keeps the page small
-        w = max(step - 0.3, 0.3)
-        d = "".join(f"M{left + i * step:.1f} {pad_top + inner_h:.1f}"
-                    f"v{-inner_h * v / top:.1f}h{w:.1f}v{inner_h * v / top:.1f}z"
-                    for i, v in enumerate(values) if v > 0)
-        out.append(f'<path d="{d}" fill="{color}"/>')
-    if len(values) <= 24:  # room for every label
-        for i, label in enumerate(labels):
-            out.append(f'<text x="{left + (i + 0.5) * step:.2f}" y="{height - 6}" font-size="10" '
-                       f'text-anchor="middle">{escape(str(label))}</text>')
-    else:
-        out.append(f'<text x="{left}" y="{height - 6}" font-size="10">{escape(str(labels[0]))}</text>')
-        out.append(f'<text x="{left + inner_w}" y="{height - 6}" font-size="10" text-anchor="end">'
-                   f'{escape(str(labels[-1]))}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
+def grouped_bars(panels: list[tuple[str, list[str], dict[str, list[float]]]], y_label: str = "",
+                 colors: dict[str, str] | None = None, width: float = 7.2, panel_height: float = 2.2) -> str:
+    """Panels stacked in one chart, each (title, groups, {series: one value per group}): a cluster of bars per
+    group (a slice), a bar per series (a method; NaN: no bar), one legend for all panels. ``colors`` keeps a
+    series' colour across panels (default: the palette in order of first appearance)."""
+    names = list(dict.fromkeys(name for _, _, series in panels for name in series))
+    colors = colors or {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+    with matplotlib.rc_context(STYLE):
+        fig = _figure(width, panel_height * max(len(panels), 1))
+        axes = fig.subplots(max(len(panels), 1), 1, squeeze=False)[:, 0]
+        for ax, (title, groups, series) in zip(axes, panels):
+            bar_w = 0.8 / max(len(series), 1)
+            for s, (name, vals) in enumerate(series.items()):
+                vals = np.asarray(vals, dtype=float)
+                drawn = ~np.isnan(vals)
+                x = np.arange(len(groups)) - 0.4 + (s + 0.5) * bar_w
+                ax.bar(x[drawn], vals[drawn], width=bar_w * 0.92, color=colors[name], label=name)
+            ax.set_xticks(np.arange(len(groups)), groups)
+            ax.set_ylim(bottom=0)
+            ax.set_title(title)
+            ax.set_ylabel(y_label)
+        handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+        fig.legend([handles[n] for n in names if n in handles], [n for n in names if n in handles],
+                   loc="outside right upper")
+        return _markup(fig)
 
 
-def grouped_bars(groups: list[str], series: dict[str, list[float]], title: str = "", width: int = 720,
-                 height: int = 220, y_label: str = "", colors: dict[str, str] | None = None) -> str:
-    """One cluster of bars per group (a slice), one bar per series (a method), with a legend; ``colors`` keeps a
-    series' colour the same across charts (default: the palette in series order)."""
-    names = list(series)
-    colors = colors or {name: PALETTE[s % len(PALETTE)] for s, name in enumerate(names)}
-    top = max([v for vals in series.values() for v in vals if not math.isnan(v)] + [1e-12])
-    left, bottom, pad_top, legend_w = 48, 24, 22, 120
-    inner_w, inner_h = width - left - legend_w, height - bottom - pad_top
-    cluster = inner_w / max(len(groups), 1)
-    bar_w = cluster * 0.8 / max(len(names), 1)
-    out = _frame(width, height, title, None, left, pad_top, inner_w, inner_h, top, y_label)
-    for g, group in enumerate(groups):
-        x0 = left + g * cluster + cluster * 0.1
-        for s, name in enumerate(names):
-            v = series[name][g]
-            if math.isnan(v):
-                continue
-            h = inner_h * v / top
-            out.append(f'<rect x="{x0 + s * bar_w:.2f}" y="{pad_top + inner_h - h:.2f}" width="{bar_w * 0.92:.2f}" '
-                       f'height="{h:.2f}" fill="{colors[name]}"><title>{escape(name)}, '
-                       f'{escape(group)}: {_num(v)}</title></rect>')
-        out.append(f'<text x="{left + (g + 0.5) * cluster:.2f}" y="{height - 8}" font-size="10" '
-                   f'text-anchor="middle">{escape(group)}</text>')
-    for s, name in enumerate(names):
-        y = pad_top + 4 + s * 14
-        out.append(f'<rect x="{width - legend_w + 8}" y="{y}" width="10" height="10" fill="{colors[name]}"/>')
-        out.append(f'<text x="{width - legend_w + 22}" y="{y + 9}" font-size="10">{escape(name)}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
+def heatmap(matrix, row_labels: list[str], col_labels: list[str], title: str = "", cell: float = 0.2,
+            color: str = PALETTE[0], element_id: str | None = None) -> str:
+    """Rows x columns of values from white (0) to ``color`` (the largest value), ``cell`` inches a side, with the
+    scale beside it; the first row on top, the column labels above (every fourth beyond 40 columns)."""
+    values = np.asarray(matrix, dtype=float)
+    rows, cols = values.shape
+    top = max(float(values.max(initial=0.0)), 1e-12)
+    # 32 shades: the colour bar stays vector (matplotlib rasterises one with 50 colours or more)
+    shades = LinearSegmentedColormap.from_list("white-to-colour", ["#ffffff", color], N=32)
+    with matplotlib.rc_context(_style(element_id)):
+        fig = _figure(1.9 + cols * cell, 0.75 + rows * cell * 0.8)
+        ax = fig.subplots()
+        mesh = ax.pcolormesh(values, cmap=shades, vmin=0.0, vmax=top)
+        mesh.set_clip_on(False)  # the cells fill the axes: no clip path to write with each of them
+        ax.invert_yaxis()
+        ax.xaxis.tick_top()
+        shown = [j for j in range(cols) if cols <= 40 or j % 4 == 0]
+        ax.set_xticks(np.array(shown) + 0.5, [str(col_labels[j]) for j in shown], fontsize=7)
+        ax.set_yticks(np.arange(rows) + 0.5, [str(r) for r in row_labels], fontsize=7)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_title(title)
+        fig.colorbar(mesh, ax=ax, shrink=0.8, aspect=30)
+        return _markup(fig)
 
-
-def heatmap(matrix, row_labels: list[str], col_labels: list[str], title: str = "", cell: int = 12,
-            color: tuple[int, int, int] = (78, 121, 167)) -> str:
-    """Rows x columns of values in [0, max]: darker is larger (the scale's top is the largest value)."""
-    rows, cols = len(row_labels), len(col_labels)
-    top = max([float(v) for r in matrix for v in r] + [1e-12])
-    left, pad_top = 70, 34
-    width, height = left + cols * cell + 8, pad_top + rows * cell + 8
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-           f'aria-label="{escape(title)}">',
-           f'<text x="4" y="14" font-size="12" font-weight="bold">{escape(title)}</text>']
-    for j, label in enumerate(col_labels):
-        if cols <= 40 or j % 4 == 0:
-            out.append(f'<text x="{left + j * cell + cell / 2:.1f}" y="{pad_top - 4}" font-size="8" '
-                       f'text-anchor="middle">{escape(str(label))}</text>')
-    for i, label in enumerate(row_labels):
-        out.append(f'<text x="{left - 4}" y="{pad_top + i * cell + cell - 2}" font-size="9" text-anchor="end">'
-                   f'{escape(str(label))}</text>')
-        for j in range(cols):
-            shade = float(matrix[i][j]) / top
-            fill = "#" + "".join(f"{int(255 - (255 - c) * shade):02x}" for c in color)
-            out.append(f'<rect x="{left + j * cell}" y="{pad_top + i * cell}" width="{cell - 1}" height="{cell - 1}" '
-                       f'fill="{fill}"/>')
-    out.append("</svg>")
-    return "\n".join(out)

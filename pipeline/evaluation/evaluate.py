@@ -42,6 +42,8 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path, settings: Evaluat
         write_json(trained, tmp / "training.json")
     result = {"method": info["method"], "model": info["model"], "users": int(len(test)),
               "list_length": int(ranked.shape[1]), "seen_items_masked": settings.mask_seen,
-              "precision": precision, "device": device.type, **metrics}
+              "precision": precision, "device": device.type, **metrics,
+              # how long it trained (the training run's record), so a row cut short by its budget shows beside it
+              "epochs_run": trained.get("epoch", 0), "best_epoch": trained.get("best_epoch", 0)}
     log(json.dumps(result))
     return result

@@ -15,7 +15,9 @@ every user falls in exactly one slice of each family):
   DECOR's paper argues its composition helps exactly where codes are shared (DECOR §1, §3.2).
 
 Each slice carries its user count and, against the baseline over the same users, the relative change of
-NDCG@10 and the paired t-test and Wilcoxon p-values (the comparison's own tests, ``comparison.compare``).
+NDCG@10 and the paired t-test and Wilcoxon p-values (the comparison's own tests, ``comparison.compare``), raw and
+adjusted by Holm's step-down method (Holm 1979) over all the cells of the three families together: the slice
+tables are one family of comparisons, apart from the report's main table.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.evaluation.comparison import load_ranks, paired_tests
+from pipeline.evaluation.comparison import holm, load_ranks, paired_tests
 from pipeline.evaluation.metrics import user_gains
 
 COLD_MAX = 2  # a target seen at most this often in training is "cold" (on Scientific: 887 of 8,317 test users)
@@ -163,7 +165,20 @@ def compare_slices(ranks: dict[str, Path], baseline: str | None, shared: dict[st
             rows[method] = {s: {**_cell(ndcg, hit, base_ndcg if method != baseline else None, per_user == s),
                                 **({"range": spans[s]} if s in spans else {})} for s in slice_order(per_user)}
         out["families"][family] = {"title": FAMILY_TITLES[family], "methods": rows}
+    out["comparisons"] = adjust_for_all_cells(out)
     return out
+
+
+def adjust_for_all_cells(result: dict) -> int:
+    """Holm-adjust (``comparison.holm``) the paired t-test and the Wilcoxon p-values over every tested cell of every
+    family, one family of comparisons apart from the report's main table: a cell's ``paired_t_p_holm`` and
+    ``wilcoxon_p_holm``. Returns the number of cells tested."""
+    cells = [c for block in result["families"].values() for row in block["methods"].values() for c in row.values()
+             if not math.isnan(c.get("paired_t_p", float("nan")))]
+    for test in ("paired_t_p", "wilcoxon_p"):
+        for cell, adjusted in zip(cells, holm([c[test] for c in cells])):
+            cell[f"{test}_holm"] = float(adjusted)
+    return len(cells)
 
 
 def shared_slices(train_path: Path, test_path: Path, interactions_path: Path,
@@ -192,13 +207,13 @@ def prefix_slices(test_path: Path, ids_path: Path) -> tuple[dict[int, str], dict
 
 # ----- what the report prints ---------------------------------------------------------------------
 def _stars(cell: dict) -> str:
-    p = max(cell.get("paired_t_p", float("nan")), cell.get("wilcoxon_p", float("nan")))
+    p = max(cell.get("paired_t_p_holm", float("nan")), cell.get("wilcoxon_p_holm", float("nan")))
     return "" if math.isnan(p) else "**" if p < 0.01 else "*" if p < 0.05 else ""
 
 
 def markdown(result: dict) -> str:
     """One compact table per family: NDCG@10 per slice, the change against the baseline over the same users
-    (* both paired tests p < 0.05, ** < 0.01), and the users behind each cell."""
+    (* both paired tests' Holm-adjusted p < 0.05, ** < 0.01), and the users behind each cell."""
     baseline = result["baseline"]
     parts = []
     for family, block in result["families"].items():
@@ -230,8 +245,9 @@ def markdown(result: dict) -> str:
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     intro = (f"NDCG@10 within each slice of the test users; in brackets the change against {baseline} over the "
-             "same users (* both paired tests p < 0.05, ** p < 0.01). Popularity counts the training split "
-             "only: head, torso and tail each hold a third of the training interactions; cold targets have at most "
+             "same users (* both paired tests p < 0.05, ** p < 0.01, each adjusted by Holm's step-down method for the "
+             f"{result['comparisons']} cells of these tables together). Popularity counts the training split only: "
+             "head, torso and tail each hold a third of the training interactions; cold targets have at most "
              f"{result['cold_max']} training interactions. History buckets are the quartiles of the users' history "
              "lengths; prefix buckets are the tertiles of the target's first-level group size in each method's own "
              "IDs.")

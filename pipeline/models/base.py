@@ -29,27 +29,28 @@ class ModelConfig(BaseModel):
 
     @classmethod
     def from_dict(cls, d: dict):
-        unknown = set(d) - set(cls.model_fields)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} setting(s) {sorted(unknown)}; known: {sorted(cls.model_fields)}")
-        try:
-            return cls.model_validate(d)
-        except ValidationError as exc:
-            raise ValueError(config_errors(exc)) from None
+        return cls._validated(d, partial=False)
 
     @classmethod
     def check_settings(cls, settings: dict) -> None:
         """Check the settings a params block gives, before the sizes that come from the data are known: every
         key known and every value of its type and range (checks across settings run when the model is built)."""
+        cls._validated(settings, partial=True)
+
+    @classmethod
+    def _validated(cls, settings: dict, partial: bool):
+        """The config, or a ValueError naming each bad setting; ``partial``: the missing (data-given) sizes are
+        not errors and nothing is returned."""
         unknown = set(settings) - set(cls.model_fields)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} setting(s) {sorted(unknown)}; known: {sorted(cls.model_fields)}")
         try:
-            cls.model_validate(settings)
+            return cls.model_validate(settings)
         except ValidationError as exc:
-            given = [e for e in exc.errors() if e["type"] != "missing"]
-            if given:
-                raise ValueError(config_errors(exc, given)) from None
+            errors = [e for e in exc.errors() if not (partial and e["type"] == "missing")]
+            if errors:
+                raise ValueError(config_errors(exc, errors)) from None
+        return None
 
 
 def config_errors(exc: ValidationError, errors: list | None = None) -> str:

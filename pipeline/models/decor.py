@@ -41,15 +41,15 @@ class DecorConfig(TigerConfig):
     # favours the static embedding as the paper's text says; "additive": x + α·m, the other reading.
     residual: Literal["interpolate", "additive"] = "interpolate"
     # (open) The score of the composition attention. "dot": q.k / sqrt(d), the paper's scaled dot product;
-    # its scale is unbounded, and on ML-100K every sample's weights went one-hot on one shared code within
-    # 100 steps while that code's key norm grew x3 (docs/decor_collapse.md). "cosine": cos(q, k) / temperature,
+    # its scale is unbounded: the winning code's key norm grows until every sample's weights are one-hot on one
+    # shared code (scripts/decor_diagnosis.py records it; docs/decor_collapse.md). "cosine": cos(q, k) / temperature,
     # bounded by 1/temperature (a weight ratio of at most exp(2 / temperature)).
     scores: Literal["dot", "cosine"] = "dot"
     # for scores: cosine (our choice: ratios up to e^20, sharp but never one-hot by scale)
     temperature: float = Field(0.1, gt=0)
     # (open) The composition's context. "pooled": the attention-pooled history token embeddings, then an MLP
     # (our reading of §3.3); "centred": the same minus the mean code-token embedding, the part every user's
-    # history shares (users' pooled contexts had a mean pairwise cosine of 0.98: docs/decor_collapse.md).
+    # history shares (users' pooled contexts are nearly parallel: docs/decor_collapse.md).
     context: Literal["pooled", "centred", "encoder"] = "pooled"
     # (open) "encoder": the same pooling and MLP over the encoder's output states instead of its input
     # embeddings. They carry each token in its sequence, not a bag of the history's tokens (our choice).
@@ -73,6 +73,45 @@ def user_code_information(weights: torch.Tensor) -> torch.Tensor:
         return -(w * w.clamp_min(1e-12).log()).sum(-1)
 
     return (entropy(weights.mean(0)) - entropy(weights).mean(0)) / math.log(weights.shape[-1])
+
+
+def mean_pairwise_cosine(x: torch.Tensor) -> float:
+    """The mean cosine between the rows of ``x`` (B, d), each row with every other: 1 = every row points one way."""
+    unit = F.normalize(x.float(), dim=1)
+    sim = unit @ unit.T
+    B = x.shape[0]
+    return float((sim.sum() - sim.diagonal().sum()) / max(B * (B - 1), 1))
+
+
+def level_attention_statistics(weights: torch.Tensor, scores: torch.Tensor, queries: torch.Tensor,
+                               keys: torch.Tensor, values: torch.Tensor, active_share: float) -> dict[str, float]:
+    """One level's composition attention over a batch (:meth:`Decor.diagnose`): its weights and scores (B, K), the
+    queries (B, d), and the level's keys and values (K, d), all float32."""
+    B, K = weights.shape
+    top = weights.max(dim=1)
+    counts = torch.bincount(top.indices, minlength=K)
+    entropy = -(weights * weights.clamp_min(1e-12).log()).sum(1) / math.log(K)
+    reach = (weights >= 1.0 / K).float().mean(0)  # per code: the share of samples where it reaches 1/K
+    ordered = scores.sort(dim=1, descending=True).values
+    key_norms = keys.norm(dim=1)
+    win = int(counts.argmax())
+    return {
+        "max_mean": float(top.values.mean()),
+        "onehot_share": float((top.values > 0.99).float().mean()),
+        "entropy_mean": float(entropy.mean()),
+        "distinct_winners": int((counts > 0).sum()),
+        "top_winner": win,
+        "top_winner_share": float(counts[win]) / B,
+        "active_epoch_mean_rule": float((weights.mean(0) >= 1.0 / K).float().mean()),
+        "active_per_sample_rule": float((reach >= active_share).float().mean()),
+        "query_norm": float(queries.norm(dim=1).mean()),
+        "winner_key_norm": float(key_norms[win]),
+        "median_key_norm": float(key_norms.median()),
+        "score_gap_top2": float((ordered[:, 0] - ordered[:, 1]).mean()),
+        "score_std": float(scores.std(dim=1).mean()),
+        "value_norm_winner": float(values[win].norm()),
+        "value_norm_median": float(values.norm(dim=1).median()),
+    }
 
 
 class Decor(Tiger):
@@ -162,24 +201,34 @@ class Decor(Tiger):
                              momentum=norm.momentum, eps=norm.eps).to(u.dtype)
         return u
 
-    def _attend(self, u: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attention of queries W_Q u (B, d) over ``keys`` (..., N, d) -> (values, weights): scaled dot product,
-        or cosine over a temperature (``scores``)."""
+    def _attention(self, u: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The attention's pieces for queries from u (B, d) over ``keys`` (..., N, d): the queries W_Q u (B, d),
+        keys W_K x and values W_V x (..., N, d), and the scores (B, ..., N): scaled dot product, or cosine over a
+        temperature (``scores``)."""
         q = self.compose_q(u)
         k, v = self.compose_k(keys), self.compose_v(keys)
         if self.config.scores == "cosine":
-            q, k = F.normalize(q.float(), dim=-1), F.normalize(k.float(), dim=-1)
-            scores = torch.einsum("bd,...nd->b...n", q, k) / self.config.temperature
+            unit_q, unit_k = F.normalize(q.float(), dim=-1), F.normalize(k.float(), dim=-1)
+            scores = torch.einsum("bd,...nd->b...n", unit_q, unit_k) / self.config.temperature
         else:
             scores = torch.einsum("bd,...nd->b...n", q, k) / math.sqrt(q.shape[-1])
+        return q, k, v, scores
+
+    def _attend(self, u: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention of queries W_Q u (B, d) over ``keys`` (..., N, d) -> (values, weights)."""
+        _, _, v, scores = self._attention(u, keys)
         weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)
         return torch.einsum("b...n,...nd->b...d", weights, v), weights
 
+    def _code_keys(self, device: torch.device) -> torch.Tensor:
+        """The embeddings of every code of every learned level (levels, K, d): what the composition attends over."""
+        K = self.config.codebook_size
+        level_tokens = FIRST_CODE + torch.arange(self.code_levels * K, device=device).view(self.code_levels, K)
+        return self.token_embeddings(level_tokens)
+
     def composition_weights(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """β over every code of every learned level: composed (B, levels, d) and weights (B, levels, K)."""
-        K = self.config.codebook_size
-        level_tokens = FIRST_CODE + torch.arange(self.code_levels * K, device=u.device).view(self.code_levels, K)
-        return self._attend(u, self.token_embeddings(level_tokens))
+        return self._attend(u, self._code_keys(u.device))
 
     def embed_decoder(self, tokens: torch.Tensor, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         x = self.token_embeddings(tokens)
@@ -262,6 +311,41 @@ class Decor(Tiger):
         if kind == "composition" or not self.config.composition:
             stats["rows"] = torch.tensor(float(weights.shape[0]), device=weights.device)
         self._stats.add(**stats)
+
+    @torch.no_grad()
+    def diagnose(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The composition attention of one batch (docs/decor_collapse.md; scripts/decor_diagnosis.py records it
+        while training): how alike the users' contexts u and queries W_Q u are (``context_cos_mean``,
+        ``query_cos_mean``: mean pairwise cosine over the batch), then per level ``l<n>_``: the per-sample weights
+        (mean largest weight, share one-hot, mean normalised entropy), which code wins (distinct argmax codes, the
+        most frequent and its share), the active codes by the epoch-mean rule and the per-sample rule
+        (:meth:`epoch_diagnostics`), and the attention's scale (query norm, the winning code's key norm against the
+        median, the gap between the two best scores, the scores' spread, value norms).
+
+        The context is the batch's own where it carries one (``batch["context"]``, as the forward leaves it: a
+        training step's); otherwise it is computed as at inference (eval mode, so no dropout and the batch
+        standardiser's running statistics). Either way the model's state and the random generator are untouched."""
+        if not self.config.composition:
+            raise ValueError("this DECOR block has no composition to diagnose (backbone.composition: false)")
+        u = batch["context"] if "context" in batch else self._inference_context(batch)
+        _, weights = self.composition_weights(u)  # the model's own weights
+        q, k, v, scores = self._attention(u, self._code_keys(u.device))
+        q, k, v, weights, scores = (t.float() for t in (q, k, v, weights, scores))
+        out = {"context_cos_mean": mean_pairwise_cosine(u), "query_cos_mean": mean_pairwise_cosine(q)}
+        for level in range(weights.shape[1]):
+            stats = level_attention_statistics(weights[:, level], scores[:, level], q, k[level], v[level],
+                                               self.ACTIVE_SHARE)
+            out.update({f"l{level + 1}_{name}": value for name, value in stats.items()})
+        return out
+
+    def _inference_context(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """u as the decoder gets it at inference (:meth:`encode`), in eval mode whatever the model's mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.encode(batch)[0]["context"]
+        finally:
+            self.train(was_training)
 
     # A code counts as active per sample when it reaches 1/K for at least this share of the samples
     # (docs/decor_collapse.md)

@@ -8,7 +8,8 @@ table artifact (the report: its comparison as a markdown artifact).
 Prefect's result caching stays off (``NO_CACHE``): DVC alone decides what is stale. Where Prefect reports
 (``GENREC_ORCHESTRATOR``, docs/operations.md, "Orchestration"):
 - ``auto`` (the default): to the server ``PREFECT_API_URL`` names (``prefect server start``); without one, the
-  same steps run as plain function calls: no temporary server per stage (it cost about 10 s per stage);
+  same steps run as plain function calls: no temporary server per stage
+  (its start-up: benchmarks/bench_orchestration.py);
 - ``prefect``: always, with a temporary server per stage process where ``PREFECT_API_URL`` is unset;
 - ``none``: never (the tests use this).
 """
@@ -28,6 +29,7 @@ from typing import Callable, Iterator
 from pipeline.errors import UserError
 from pipeline.orchestration.local_server import local_server
 from pipeline.runtime import distributed
+from pipeline.runtime.device_failures import stage_failure
 
 # The machines this runs on often have no internet: Prefect's telemetry would only log failures.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -46,15 +48,46 @@ def orchestrated() -> bool:
 
 
 def as_task(fn: Callable | None = None, **options):
-    """A Prefect task (no result caching) when orchestrated, else the function itself."""
+    """A Prefect task (no result caching) when orchestrated, else the function itself.
+
+    A user error inside the task (a device that ran out of memory mid-epoch) ends the task run as Failed with its
+    one-line reason and reaches the caller as the same exception: Prefect's traceback is for real crashes only."""
     if fn is None:
         return functools.partial(as_task, **options)
     if not orchestrated():
         return fn
     from prefect import task
     from prefect.cache_policies import NO_CACHE
+    from prefect.states import Failed, State
 
-    return task(fn, cache_policy=NO_CACHE, **options)
+    refused: list[UserError] = []  # the error travels beside the state: Prefect logs a state's data in full
+
+    @functools.wraps(fn)
+    def refusing(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            refused.append(exc)
+            return Failed(message=failed_reason(exc))
+
+    prefect_task = task(refusing, cache_policy=NO_CACHE, **options)
+
+    @functools.wraps(fn)
+    def called(*args, **kwargs):
+        result = prefect_task(*args, **kwargs)
+        if isinstance(result, State):  # the Failed state of a user error (after the task's retries, if any)
+            exc = refused[-1]
+            refused.clear()
+            raise exc
+        return result
+
+    return called
+
+
+def failed_reason(exc: UserError) -> str:
+    """The one-line reason a flow or task run shows in the Prefect UI for a user error."""
+    reason = getattr(exc, "reason", "the stage refused its params or input")  # a machine's failure says its own
+    return f"{type(exc).__name__}: {reason} (its output says why)"
 
 
 def artifact_key(stage: str) -> str:
@@ -66,8 +99,8 @@ def artifact_key(stage: str) -> str:
 def publish_summary(stage: str, result) -> None:
     """The stage's summary (the first dict it returns) as a table artifact of its flow run: the figures a user
     looks for in the Prefect UI without opening a file."""
-    summary = result if isinstance(result, dict) else next((r for r in result if isinstance(r, dict)), None) \
-        if isinstance(result, tuple) else None
+    candidates = result if isinstance(result, tuple) else (result,)
+    summary = next((r for r in candidates if isinstance(r, dict)), None)
     rows = [{"figure": k, "value": v} for k, v in (summary or {}).items() if isinstance(v, (int, float, str, bool))]
     if rows:
         from prefect.artifacts import create_table_artifact
@@ -107,8 +140,7 @@ def as_flow(fn: Callable | None = None, **options):
         try:
             result = fn(*args, **kwargs)
         except UserError as exc:
-            return Failed(message=f"{type(exc).__name__}: the stage refused its params or input (its output says why)",
-                          data=exc)
+            return Failed(message=failed_reason(exc), data=exc)
         publish_summary(stage, result)
         return result
 
@@ -144,8 +176,9 @@ def _raise_terminated(signum, frame):
 
 
 def run_stage(name: str, body: Callable[[], None]) -> None:
-    """Run a stage's body; a user error prints its message (no traceback) and exits with status 1;
-    SIGTERM and Ctrl-C stop it cleanly with the shell's status for the signal (143, 130)."""
+    """Run a stage's body; a user error prints its message (no traceback) and exits with status 1, and so does a
+    device that ran out of memory or failed (``pipeline.runtime.device_failures``); SIGTERM and Ctrl-C stop it
+    cleanly with the shell's status for the signal (143, 130)."""
     t0 = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
@@ -159,6 +192,12 @@ def run_stage(name: str, body: Callable[[], None]) -> None:
         # an input another stage writes, missing (deleted, or the stage run alone): what to do, not a traceback
         print(f"\n[{name}] error: {exc.filename}: not found. It is written by an earlier stage: `dvc repro {name}` "
               "runs every stage it needs first, and `dvc checkout` restores a recorded output", file=sys.stderr)
+        sys.exit(1)
+    except RuntimeError as exc:
+        failure = stage_failure(exc, name)  # the trainer's own message has its epoch: this is every other stage's
+        if failure is None:
+            raise
+        print(f"\n[{name}] error: {failure}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, StageTerminated)

@@ -2,8 +2,8 @@
 machine, and its autocast context.
 
 ``auto`` (the default everywhere) is bf16 autocast where bfloat16 is native -- CUDA, or a CPU with
-AVX512-BF16 or AMX -- and float32 elsewhere. On a CPU without either, bfloat16 is emulated: TIGER's training
-step ran at x0.13 the float32 rate on such an AMD EPYC (docs/performance.md, "Precision"), so an explicit ``bf16`` there
+AVX512-BF16 or AMX -- and float32 elsewhere. On a CPU without either, bfloat16 is emulated, several times slower
+than float32 (``benchmarks/bench_train.py``; docs/performance.md, "Precision"), so an explicit ``bf16`` there
 stops unless the user forces it with ``GENREC_FORCE_BF16=1``. Forcing is a property of the machine, not of
 the experiment, so it lives in the environment and not in params.yaml; the precision a run actually used is
 recorded with its metrics either way.

@@ -1,11 +1,11 @@
 """The same bytes from every install of the pinned environment (docs/performance.md, "Reproducibility").
 
-Measured on the default data with the pinned environment (scripts/requirements.lock):
+What the pinned environment (scripts/requirements.lock) showed on the default data:
 - The text encoder's output depends on which CPU kernels run: oneDNN's and ATen's AVX-512 code paths
   give other float32 rounding than their AVX2 ones, so the same install wrote other `embeddings.npy`
   bytes on CPUs with and without AVX-512. ``portable_cpu_numerics`` caps oneDNN, ATen and MKL at AVX2
   for the upstream stages (embed, tokenize@, semantic_ids@), which every x86-64 CPU of the last decade
-  has; the cost there was within noise (embed 9.7 s against 9.2 s on ML-100K).
+  has; the cost there was within noise (``benchmarks/bench_embed.py`` times it).
 - Training and ranking bytes depend on the number of CPU threads (1, 2 and 8 gave three different
   weight files), so train@ and evaluate@ run on ``cpu_threads`` threads (params.yaml), not on whatever
   the machine has. Their kernels are not capped: that would rule out native bfloat16 (``precision:

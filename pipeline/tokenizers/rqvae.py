@@ -118,9 +118,9 @@ def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
     """Linear layers with ReLU (and optional dropout) between them; the output layer is linear.
 
     PyTorch's default initialisation. He initialisation was tried, with mixed results: on unit-norm
-    768-d inputs it kept util_l1 = 1.0 for 10 epochs at AdamW lr 1e-5 (default init: 0.07) but did
-    not help at lr 1e-3; on the test's clustered data at lr 1e-2 it made level-1 cluster merges more
-    frequent (11/16 seeds vs about 4/24). See train_rqvae (pipeline.tokenizers.rqvae_training) on codebook collapse.
+    768-d inputs it kept every level-1 code in use at a small AdamW lr (1e-5) but did not help at lr 1e-3,
+    and on the test's clustered data at lr 1e-2 it made level-1 cluster merges more frequent across seeds.
+    See train_rqvae (pipeline.tokenizers.rqvae_training) on codebook collapse.
     """
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):

@@ -61,10 +61,9 @@ def train_rqvae(embeddings: np.ndarray, block: RQVAETokenizer, *, seed: int = 0,
     Codebook collapse (watch ``util_l*``): Adam-type steps are ~lr per weight whatever the loss
     scale, and on wide layers with dense inputs they move the encodings coherently, so items drift
     across code boundaries faster than the codes follow; codes that lose all their items never come
-    back (no dead-code restart, as in TIGER). Measured on synthetic unit-norm 768-d "topic"
-    embeddings (8000 items, 200 topics) with the default architecture and K = 256, after 10 epochs:
-    util_l1 = 1/256 at AdamW lr 1e-3 (already after epoch 1), 0.008 at 1e-4, 0.07 at 1e-5; Adagrad
-    lr 0.4 (TIGER's setting) diverged.
+    back (no dead-code restart, as in TIGER). On synthetic unit-norm 768-d "topic" embeddings with the
+    default architecture, level 1 collapsed onto a single code within an epoch at AdamW lr 1e-3, and
+    smaller rates only slowed the collapse; Adagrad lr 0.4 (TIGER's setting) diverged.
 
     ``regulariser``: extra loss terms on each batch (LETTER's, ``pipeline.tokenizers.letter``); without one the
     training is the plain RQ-VAE's, step for step. Its terms are logged as epoch means beside the others,
@@ -120,8 +119,8 @@ def restart_dead_codes(model: RQVAE, data: torch.Tensor, generator: torch.Genera
 
     Our addition, off in TIGER: "random restarts" of Jukebox (Dhariwal et al. 2020) / SoundStream's
     codebook expiry. On small or homogeneous catalogues the encodings contract faster than the codes
-    follow and level 1 collapses to a handful of codes (measured on MovieLens-100K with MiniLM texts:
-    util_l1 0.4% after 20 epochs); a dead code then never comes back. Returns how many codes moved.
+    follow and level 1 collapses to a handful of codes (MovieLens-100K with MiniLM texts: docs/methods.md,
+    "The tokenizers"); a dead code then never comes back. Returns how many codes moved.
     """
     was_training = model.training
     model.eval()

@@ -13,8 +13,8 @@ where an item is *colliding* when at least one other item has exactly the same
 (With this definition two items sharing a tuple count as 2 colliding items; the
 alternative 1 - n_unique_tuples / N would count them as 1.)
 
-Everything here is vectorised numpy (one sort, no Python loop over items), so 10^6 items
-take well under a second. No torch import: the module stays cheap to import and test.
+Everything here is vectorised numpy (one sort, no Python loop over items), so its cost is a sort's
+at any catalogue size. No torch import: the module stays cheap to import and test.
 The item -> ID table's file format (``write_id_table`` / ``read_id_table``) lives here too.
 """
 from __future__ import annotations

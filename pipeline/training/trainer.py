@@ -17,6 +17,10 @@ same batch; rank 0 alone validates, logs and writes checkpoints (``pipeline.runt
 Checkpoints are safetensors plus JSON, never pickles. The "last" checkpoint (model, optimizer,
 scheduler and loop state) is written atomically after every epoch and carries a fingerprint of the
 run's settings and inputs; a restarted stage resumes from it only when the fingerprint matches.
+
+A device that fails mid-epoch (out of memory, a lost CUDA device) stops the training with a one-line message
+naming the epoch, the step and the batch-size key, and the last complete epoch's checkpoint untouched
+(``pipeline.runtime.device_failures``; docs/operations.md, "When things fail").
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ from pipeline.models.base import Phase, Recommender
 from pipeline.models.folder import load_weights, save_weights
 from pipeline.orchestration.flows import as_task
 from pipeline.runtime import distributed
+from pipeline.runtime.device_failures import kind_of, training_failure
 from pipeline.runtime.devices import resolve_device
 from pipeline.runtime.precision import autocast, resolve_precision
 
@@ -57,7 +62,8 @@ class _LossCall(torch.nn.Module):
 
 
 def resolve_compile(device: torch.device, setting: str | bool) -> bool:
-    """train.compile: auto compiles on CUDA only (on a CPU compiling costs a minute and gained nothing)."""
+    """train.compile: auto compiles on CUDA only (on a CPU the compiled step did not pay
+    for its compilation: docs/performance.md, "Speed")."""
     return setting is True or (setting == "auto" and device.type == "cuda")
 
 
@@ -130,10 +136,12 @@ def validation_subset(n_valid: int, max_samples: int, seed: int) -> np.ndarray |
 class Trainer:
     def __init__(self, model: Recommender, train: Split, valid: Split, config: TrainConfig, out_dir: str | Path,
                  *, seed: int, device: str = "auto", fingerprint: str = "", log: Callable = print,
-                 on_epoch: Callable[[int, dict], None] | None = None):
+                 on_epoch: Callable[[int, dict], None] | None = None, block: str | None = None):
         self.model, self.train_split, self.valid, self.cfg = model, train, valid, config
         self.out_dir, self.seed, self.fingerprint, self.log = Path(out_dir), seed, fingerprint, log
         self.on_epoch = on_epoch
+        # the params key of these settings, for messages (the stage's model folder is data/models/<method>)
+        self.block = block or f"methods.{self.out_dir.name}"
         self.device = distributed.join(resolve_device(device))  # under torchrun: this rank's GPU
         self.world, self.rank = distributed.world_size(), distributed.rank()
         self.model.to(self.device)
@@ -160,6 +168,7 @@ class Trainer:
             raise ValueError(f"train.batch_size {config.batch_size} is smaller than the {self.world} processes")
         self.scheduler = make_scheduler(self.optimizer, config, len(train), self.compiled)
         self.epoch, self.best, self.best_epoch, self.bad_evals, self.history = 0, -1.0, 0, 0, []
+        self.checkpointed = 0  # the epoch of the "last" checkpoint on disk (0: none yet)
         self.eval_idx = validation_subset(len(valid), config.max_eval_samples, seed)
 
     # ----- checkpoints --------------------------------------------------------------------------------
@@ -176,6 +185,7 @@ class Trainer:
                         "best_epoch": self.best_epoch, "bad_evals": self.bad_evals, "history": self.history,
                         "scheduler": self.scheduler.state_dict(), "optimizer": opt_scalars,
                         "torch_rng": torch.get_rng_state().tolist()}, tmp / "state.json")
+        self.checkpointed = self.epoch
 
     def try_resume(self) -> bool:
         state_path = self.last_dir / "state.json"
@@ -193,6 +203,7 @@ class Trainer:
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         self.epoch, self.best, self.best_epoch = state["epoch"], state["best"], state["best_epoch"]
         self.bad_evals, self.history = state["bad_evals"], state["history"]
+        self.checkpointed = self.epoch
         self.log(f"resumed after epoch {self.epoch} "
                  f"(best validation NDCG@10 {self.best:.4f} at epoch {self.best_epoch})")
         return True
@@ -203,6 +214,15 @@ class Trainer:
                             idx=self.eval_idx, precision=self.precision)
         targets = self.valid.targets if self.eval_idx is None else self.valid.targets[self.eval_idx]
         return ranking_metrics(ranked, targets)
+
+    def validate_or_stop(self) -> dict[str, float]:
+        """``validate``, a device failure stopped with its message (the checkpoint is of the epoch before)."""
+        try:
+            return self.validate()
+        except RuntimeError as exc:
+            self._stop_on_device_failure(exc, f"the validation after epoch {self.epoch}", "eval_batch_size",
+                                         self.cfg.eval_batch_size)
+            raise
 
     def phase_at(self, epoch: int) -> Phase:
         """The phase of 0-based ``epoch``: the model's phases in order, repeated."""
@@ -263,6 +283,25 @@ class Trainer:
         (value * share if share != 1.0 else value).backward()
         return value.detach()
 
+    def _compiled_or_eager_step(self, idx: torch.Tensor, width: int | None, loss: str, share: float) -> torch.Tensor:
+        try:
+            return self._step(idx, width, loss, share)
+        except Exception as exc:  # noqa: BLE001 -- any compiler failure: train eagerly instead
+            if self.step_fn is self.net or kind_of(exc) is not None:  # a device failure is no compiler's
+                raise
+            self.log(f"warning: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                     "training eagerly (train.compile: false skips the attempt)")
+            self.step_fn, self.compiled, self.cuda_graphs = self.net, False, False
+            return self._step(idx, width, loss, share)
+
+    def _stop_on_device_failure(self, exc: RuntimeError, during: str, batch_key: str, batch_size: int) -> None:
+        """Raise the one-line user error for a device failure (out of memory, a lost CUDA device) met
+        ``during`` ("epoch 3, step 17 of 52"); return for any other error, which the caller re-raises."""
+        failure = training_failure(exc, block=self.block, during=during, batch_key=batch_key, batch_size=batch_size,
+                                   device=self.device, checkpoint=self.last_dir, checkpointed=self.checkpointed)
+        if failure is not None:
+            raise failure from None
+
     def train_epoch(self, phase: Phase | None = None) -> float:
         phase = phase or self.model.current_phase(self.phase_at(self.epoch))
         for name, p in self.trainable.items():
@@ -270,27 +309,27 @@ class Trainer:
         self.model.train()
         total = torch.zeros((), device=self.device)  # summed on the device, read once per epoch: no sync per step
         n = 0
-        bar = tqdm(self.epoch_batches(), desc=f"epoch {self.epoch + 1}", leave=False, mininterval=2,
+        batches = self.epoch_batches()
+        bar = tqdm(batches, desc=f"epoch {self.epoch + 1}", leave=False, mininterval=2,
                    disable=None if distributed.is_main() else True)  # None: no bar without a terminal
-        for step, (idx, global_size, width) in enumerate(bar):
-            share = len(idx) * self.world / global_size
-            try:
-                value = self._step(idx, width, phase.loss, share)
-            except Exception as exc:  # noqa: BLE001 -- any compiler failure: train eagerly instead
-                if self.step_fn is self.net:
-                    raise
-                self.log(f"warning: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                         "training eagerly (train.compile: false skips the attempt)")
-                self.step_fn, self.compiled, self.cuda_graphs = self.net, False, False
-                value = self._step(idx, width, phase.loss, share)
-            if self.cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            total += value.float() * len(idx)
-            n += len(idx)
-            if step % 50 == 49:  # one host sync per 50 steps for the progress bar
-                bar.set_postfix(loss=f"{float(total) / n:.4f}", refresh=False)
+        step = 0
+        try:
+            for step, (idx, global_size, width) in enumerate(bar):
+                share = len(idx) * self.world / global_size
+                value = self._compiled_or_eager_step(idx, width, phase.loss, share)
+                if self.cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                total += value.float() * len(idx)
+                n += len(idx)
+                if step % 50 == 49:  # one host sync per 50 steps for the progress bar
+                    bar.set_postfix(loss=f"{float(total) / n:.4f}", refresh=False)
+        except RuntimeError as exc:
+            bar.close()
+            self._stop_on_device_failure(exc, f"epoch {self.epoch + 1}, step {step + 1} of {len(batches)}",
+                                         "batch_size", self.cfg.batch_size)
+            raise
         for p in self.trainable.values():
             p.requires_grad_(True)
         if self.world > 1:
@@ -298,6 +337,24 @@ class Trainer:
             torch.distributed.all_reduce(sums)
             total, n = sums[0], int(sums[1])
         return float(total) / max(n, 1)
+
+    def _tasks(self, main: bool) -> tuple[Callable, Callable]:
+        """The epoch and the validation as Prefect tasks where the stage runs as a flow (rank 0 only), built once
+        per fit: each run is named when it starts ("epoch 3", "validate epoch 3"), from the epoch it trains or
+        follows."""
+        epoch_task = as_task(self.train_epoch, name="fit-epoch",
+                             task_run_name=lambda: f"epoch {self.epoch + 1}") if main else self.train_epoch
+        validate_task = as_task(self.validate_or_stop, name="validate",
+                                task_run_name=lambda: f"validate epoch {self.epoch}")
+        return epoch_task, validate_task
+
+    def _rank0_decision(self, out_of_time: bool) -> bool:
+        """Rank 0's best score, epoch, count of bad evaluations and time-budget verdict, on every process."""
+        decision = torch.tensor([self.best, self.best_epoch, self.bad_evals, float(out_of_time)],
+                                dtype=torch.float64, device=self.device)
+        torch.distributed.broadcast(decision, 0)
+        self.best, self.best_epoch, self.bad_evals = float(decision[0]), int(decision[1]), int(decision[2])
+        return bool(decision[3])
 
     def fit(self) -> dict:
         """Train until the epoch budget or early stopping; the best weights are in ``best.safetensors``."""
@@ -309,12 +366,11 @@ class Trainer:
         self.try_resume()
         started = time.perf_counter()
         out_of_time = False
+        epoch_task, validate_task = self._tasks(main)
         while self.epoch < self.cfg.epochs and self.bad_evals < self.cfg.patience and not out_of_time:
             t0 = time.perf_counter()
             phase = self.model.current_phase(self.phase_at(self.epoch))
-            # a Prefect task per epoch and per validation where the stage runs as a flow (rank 0 only)
-            loss = (as_task(self.train_epoch, name="fit-epoch", task_run_name=f"epoch {self.epoch + 1}")
-                    if main else self.train_epoch)(phase)
+            loss = epoch_task(phase)
             self.epoch += 1
             self.model.end_of_epoch(self.epoch, phase)
             row = {"epoch": self.epoch, **({"phase": phase.name} if len(self.phases) > 1 else {}), "train_loss": loss,
@@ -323,7 +379,7 @@ class Trainer:
             budget = self.cfg.time_budget_minutes
             out_of_time = budget > 0 and (time.perf_counter() - started) / 60 >= budget
             if main and (self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs or out_of_time):
-                metrics = as_task(self.validate, name="validate", task_run_name=f"validate epoch {self.epoch}")()
+                metrics = validate_task()
                 row.update({f"valid_{k}": v for k, v in metrics.items()})
                 if metrics["ndcg@10"] > self.best:
                     self.best, self.best_epoch, self.bad_evals = metrics["ndcg@10"], self.epoch, 0
@@ -331,11 +387,7 @@ class Trainer:
                 else:
                     self.bad_evals += 1
             if self.world > 1:  # rank 0's decision (and clock) holds for every process
-                decision = torch.tensor([self.best, self.best_epoch, self.bad_evals, float(out_of_time)],
-                                        dtype=torch.float64, device=self.device)
-                torch.distributed.broadcast(decision, 0)
-                self.best, self.best_epoch, self.bad_evals = float(decision[0]), int(decision[1]), int(decision[2])
-                out_of_time = bool(decision[3])
+                out_of_time = self._rank0_decision(out_of_time)
             # The wall time goes to the log and MLflow (on_epoch) but not into the history, which DVC records
             # (the curve in reports/plots, last/state.json): the same run must write the same bytes.
             self.history.append({k: v for k, v in row.items() if k != "epoch_seconds"})

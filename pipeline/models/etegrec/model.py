@@ -70,7 +70,7 @@ class EtegrecConfig(TigerConfig):
     # either way one tokenizer epoch changes as many IDs (docs/methods.md, ETEGRec, the churn controls).
     codebook_weight_decay: float = Field(0.0, ge=0)
     # Precision of the tokenizer's forward pass in tokenizer and joint epochs: fp32 = autocast off there, as
-    # the IDs are re-derived (in float32); train = the train block's precision (bf16 autocast on this CPU)
+    # the IDs are re-derived (in float32); train = the train block's precision (bf16 autocast where native)
     tokenizer_precision: Literal["fp32", "train"] = "fp32"
     alternating: bool = True  # false: joint updates every step (Table 4, "w/o AO")
     end_to_end: bool = True  # false: the tokenizer stays frozen from the start (Table 4, "w/o ETE")

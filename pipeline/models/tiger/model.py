@@ -319,7 +319,7 @@ class IncrementalT5Decoder:
         x = self.t5.decoder.final_layer_norm(x)
         x = scale_decoder_output(self.t5, x)
         # The output projection runs in float32 even under bf16 autocast: bf16 logits of magnitude ~10 are
-        # rounded to steps of 1/16 to 1/8, which ties and reorders beams (two bf16 searches of one model
-        # agreed on 10% of top-20 lists, fp32 ones on 100%). One small matmul per step buys exact ranking.
+        # rounded to steps of 1/16 to 1/8, which ties and reorders beams, so two bf16 searches of one model
+        # need not give the same lists. One small matmul per step buys a ranking that repeats.
         with torch.autocast(x.device.type, enabled=False):
             return F.linear(x[:, -1, :].float(), self.t5.lm_head.weight.float())

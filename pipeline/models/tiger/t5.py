@@ -4,8 +4,8 @@ on that module's own weights, in fewer and cheaper operations.
 The module stays the container of the parameters (its initialisation, its state-dict names, so model folders
 load either way); only its forward pass is replaced, for training and for the encoder pass of a search.
 ``tests/test_t5_forward.py`` checks the function against the library's: the same logits (float32, within
-1e-5), the same loss and the same gradients. What makes it cheaper, measured on a 2-core CPU with native
-bfloat16 (docs/performance.md, "Speed"):
+1e-5), the same loss and the same gradients. What makes it cheaper (measured with benchmarks/bench_train.py:
+docs/performance.md, "Speed"):
 
 - explicit precision: under a bfloat16 autocast every matmul runs in bfloat16 and the residual stream stays
   float32 as in the library, but each activation is cast once, where the library casts a layer norm's
@@ -48,8 +48,8 @@ def _cpu_lanes(device: torch.device) -> bool:
 
 def random_lanes(n: int) -> torch.Tensor:
     """``n`` uniform random int16 values, four per 64-bit draw of NumPy's SFC64 generator, seeded from torch's
-    generator (so ``torch.manual_seed`` and a resumed run's restored torch state decide them). SFC64 drew
-    64-bit words x2-3 as fast as torch's Mersenne Twister (``random_``) on the CPU of docs/performance.md."""
+    generator (so ``torch.manual_seed`` and a resumed run's restored torch state decide them). SFC64 draws
+    64-bit words faster than torch's Mersenne Twister (``random_``) on a CPU."""
     seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
     words = np.random.SFC64(seed).random_raw((n + 3) // 4)
     return torch.from_numpy(words.view(np.int16)[:n])
@@ -76,7 +76,7 @@ def drop(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return F.dropout(x, p, True)
     n = x.numel()
     keep = random_lanes(n).view(x.shape) >= _realised_drop(p) - 32768
-    # bool -> uint8 -> x.dtype and a multiplication: on this CPU x * bool and torch.where are 3-20x slower
+    # bool -> uint8 -> x.dtype and a multiplication: x * bool and torch.where run slower kernels on a CPU
     return x * keep.view(torch.uint8).to(x.dtype)
 
 
@@ -200,7 +200,7 @@ def encode(t5: T5ForConditionalGeneration, embeds: torch.Tensor, mask: torch.Ten
         parts = []
         for rows, width in groups:
             rows = torch.as_tensor(rows, device=device)
-            # index_select, not embeds[rows]: its gradient is an index_add, x3 cheaper than indexing's index_put
+            # index_select, not embeds[rows]: its gradient is an index_add, cheaper than indexing's index_put
             states = _encode(stack, weights, embeds.index_select(0, rows)[:, :width], mask[rows, :width])
             parts.append(F.pad(states, (0, 0, 0, S - width)))
         return torch.cat(parts).index_select(0, torch.argsort(order))
@@ -209,10 +209,10 @@ def encode(t5: T5ForConditionalGeneration, embeds: torch.Tensor, mask: torch.Ten
 # The cost of a group of n rows as wide as w tokens, in tokens of a linear layer: n * w for the projections
 # and feed-forward layers, n * w * w / ATTENTION_TOKENS for the attention's (w x w) scores, softmax and
 # dropout, and GROUP_TOKENS for the operations each group runs once more. A batch is split only where that
-# saves more than a quarter of its cost (SPLIT_BELOW): every split makes tensors of new sizes, and on
-# ML-100K's nearly uniform lengths (a 4-7 % saving) splitting made training x0.8-0.9 as fast and doubled the
-# process's memory (fresh allocations of other sizes each step). Fitted on the default TIGER block on a
-# 2-core CPU (docs/performance.md, "Speed"); a coarse fit only moves where groups split.
+# saves more than a quarter of its cost (SPLIT_BELOW): every split makes tensors of new sizes (fresh
+# allocations of other sizes each step), which on nearly uniform lengths cost more time and memory than the
+# padding they save (ML-100K: docs/performance.md, "Speed"). Fitted on the default TIGER block on a CPU; a
+# coarse fit only moves where groups split.
 ATTENTION_TOKENS = 100
 GROUP_TOKENS = 2048
 SPLIT_BELOW = 0.75
