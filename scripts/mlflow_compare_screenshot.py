@@ -87,6 +87,18 @@ def latest_runs(store_uri: str, experiment: str, methods: list[str]) -> tuple[st
     return exp.experiment_id, runs
 
 
+def check_axes(store_uri: str, run_ids: list[str], params: list[str], metrics: list[str]) -> None:
+    """Raise ScreenshotError naming every chart axis that none of the runs logged (the chart would leave it out)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store_uri)
+    logged = [client.get_run(run_id).data for run_id in run_ids]
+    missing = [p for p in params if not any(p in d.params for d in logged)]
+    missing += [m for m in metrics if not any(m in d.metrics for d in logged)]
+    if missing:
+        raise ScreenshotError(f"no chosen run logged {missing}: choose axes from their params and metrics")
+
+
 def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
     # MLflow's route: #/compare-runs?runs=[...]&experiments=[...] (JSON lists, as its UI builds them)
     query = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id])},
@@ -125,13 +137,14 @@ def compact_compare_view(page, params: list[str], metrics: list[str]) -> None:
 def screenshot(store_uri: str, experiment: str, methods: list[str], out: Path, chromium: str | None = None,
                timeout_s: float = 90.0, params: list[str] = CHART_PARAMS, metrics: list[str] = CHART_METRICS) -> dict:
     """Open the compare view of ``methods``' runs; raise ScreenshotError unless all of them show."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
-
     browser_path = find_chromium(chromium)
     if browser_path is None:
         raise ScreenshotError("no Chromium found (apt-get install chromium, or pass --chromium <path>)")
     experiment_id, runs = latest_runs(store_uri, experiment, methods)
+    check_axes(store_uri, list(runs.values()), params, metrics)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
     with mlflow_server(store_uri) as base, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
         try:

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -45,18 +46,28 @@ def prefect_ui(prefect_home: Path, timeout_s: float = 120.0) -> Iterator[str]:
         raise ScreenshotError(str(exc)) from None
 
 
+def recorded_flow_runs(database: Path) -> set[str]:
+    """The names of the flow runs in a Prefect server's SQLite database (its ``flow_run`` table), read-only."""
+    with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as db:
+        return {name for (name,) in db.execute("SELECT name FROM flow_run")}
+
+
 def screenshot(prefect_home: Path, stages: list[str], run: str, out_dir: Path, chromium: str | None = None,
                timeout_s: float = 90.0) -> dict:
     """The flow-run list (every stage of ``stages`` on it) and the flow run of ``run`` with its task runs."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
-
     browser_path = find_chromium(chromium)
     if browser_path is None:
         raise ScreenshotError("no Chromium found (apt-get install chromium, or pass --chromium <path>)")
     if not (prefect_home / "prefect.db").exists():
         raise ScreenshotError(f"no Prefect database {prefect_home / 'prefect.db'}: run the pipeline with "
                               "PREFECT_API_URL set to a server whose PREFECT_HOME is this folder")
+    missing = sorted((set(stages) | {run}) - recorded_flow_runs(prefect_home / "prefect.db"))
+    if missing:  # said before a server and a browser start for a page that cannot show them
+        raise ScreenshotError(f"no flow run named {missing} in {prefect_home / 'prefect.db'}: run those stages "
+                              "with PREFECT_API_URL set to this server first")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
     out_dir.mkdir(parents=True, exist_ok=True)
     shots = {"runs": out_dir / "prefect_runs.png", "run": out_dir / f"prefect_{run.replace('@', '_')}.png"}
     with prefect_ui(prefect_home) as base, sync_playwright() as pw:

@@ -61,10 +61,12 @@ def test_compare_page_in_headless_chromium_shows_tiger_and_decor(tmp_path):
     assert evaluated["tiger"] in result["url"] and evaluated["sasrec"] not in result["url"]
 
 
-@pytest.mark.skipif(shot.find_chromium() is None or importlib.util.find_spec("playwright") is None,
-                    reason="needs Chromium and playwright (scripts/install.sh installs them where it can)")
 def test_an_axis_the_runs_do_not_have_is_an_error_not_a_chart_without_it(tmp_path):
-    uri, _ = make_store(tmp_path)
-    with pytest.raises(shot.ScreenshotError, match="method.tokenizer"):
-        shot.screenshot(uri, "movielens-100k", ["tiger", "decor"], tmp_path / "compare.png", timeout_s=8,
+    uri, evaluated = make_store(tmp_path)
+    runs = [evaluated["tiger"], evaluated["decor"]]
+    shot.check_axes(uri, runs, ["method.name", "method.backbone.alpha"], ["best_epoch"])  # alpha: decor's alone
+    with pytest.raises(shot.ScreenshotError, match=r"\['method.tokenizer', 'valid_ndcg_at_10'\]"):
+        shot.check_axes(uri, runs, ["method.name", "method.tokenizer"], ["best_epoch", "valid_ndcg_at_10"])
+    with pytest.raises(shot.ScreenshotError, match="method.tokenizer"):  # before any server or browser starts
+        shot.screenshot(uri, "movielens-100k", ["tiger", "decor"], tmp_path / "compare.png", chromium="/bin/true",
                         params=["method.name", "method.tokenizer"])

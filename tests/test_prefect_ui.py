@@ -43,5 +43,5 @@ def test_the_flow_run_list_shows_the_stage_and_an_absent_stage_is_an_error(tmp_p
     result = shot.screenshot(tmp_path / "prefect", ["train@tiger"], "train@tiger", tmp_path / "out", timeout_s=120)
     for png in (result["runs"], result["run"]):
         assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Path(png).stat().st_size > 20_000
-    with pytest.raises(shot.ScreenshotError, match="evaluate@tiger"):
+    with pytest.raises(shot.ScreenshotError, match=r"no flow run named \['evaluate@tiger'\]"):
         shot.screenshot(tmp_path / "prefect", ["evaluate@tiger"], "train@tiger", tmp_path / "out", timeout_s=8)
