@@ -8,9 +8,9 @@ from pipeline.orchestration.flows import run_stage
 
 def main() -> None:
     params = load_params()
-    manifest = download_flow(params, paths.RAW_DIR)
-    files = manifest["files"]
     with tracking.stage_run("download", params.data.dataset_name, {"data": params.data.model_dump()}) as run:
+        manifest = download_flow(params, paths.RAW_DIR)
+        files = manifest["files"]
         run.log_metrics({"files": len(files), "bytes": sum(f["size"] for f in files.values())})
         run.log_dict(manifest, "manifest.json")
     for name, f in files.items():

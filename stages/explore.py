@@ -127,9 +127,9 @@ def main(argv: list[str]) -> None:
     portable_cpu_numerics()  # before any tensor work: the same bytes on every x86-64 CPU
     params = load_params()
     pin_threads(params.cpu_threads)
-    summaries = as_flow(explore, name="explore")(EXPLORER_DIR, list(params.tokenizers), args.learned, args.composition,
-                                                 args.neighbours)
     with tracking.stage_run("explore", params.data.dataset_name, {"cpu_threads": params.cpu_threads}) as run:
+        summaries = as_flow(explore, name="explore")(EXPLORER_DIR, list(params.tokenizers), args.learned,
+                                                     args.composition, args.neighbours)
         run.log_artifacts(str(EXPLORER_DIR), artifact_path="explorer")
         run.set_tags({"explorer.pages": ", ".join(s["name"] for s in summaries)})
 

@@ -11,10 +11,10 @@ METRICS_FILE = paths.METRICS_DIR / "filter.json"
 
 def main() -> None:
     params = load_params()
-    stats = as_flow(prepare, name="filter")(params, paths.RAW_DIR, paths.SEQUENCES_DIR)
-    write_json(stats, METRICS_FILE)
     section = {"data": params.data.model_dump(), "filter": params.filter.model_dump()}
-    with tracking.stage_run("filter", params.data.dataset_name, section) as run:
+    with tracking.stage_run("filter", params.data.dataset_name, section) as run:  # the run spans the stage's work
+        stats = as_flow(prepare, name="filter")(params, paths.RAW_DIR, paths.SEQUENCES_DIR)
+        write_json(stats, METRICS_FILE)
         run.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, (int, float))})
         run.log_artifact(str(METRICS_FILE))
 

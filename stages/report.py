@@ -116,6 +116,15 @@ def slice_metrics(result: dict) -> dict[str, float]:
 
 def main() -> None:
     params = load_params()
+    with tracking.stage_run("report", params.data.dataset_name, {"report": params.report.model_dump()}) as run:
+        by_slice = write_report(params)  # (the run spans the stage's work)
+        run.log_metrics(slice_metrics(by_slice))
+        for path in (paths.COMPARISON, SLICES_JSON, SLICES_SVG):
+            run.log_artifact(str(path))
+
+
+def write_report(params) -> dict:
+    """The comparison, its slices and its chart written; the per-slice figures returned."""
     methods = [m for m in params.methods if (RESULTS / m / "ranks.parquet").exists()]
     if not methods:
         raise ParamsError(f"{RESULTS}: no evaluated method yet; run the evaluate@<method> stages first")
@@ -146,10 +155,7 @@ def main() -> None:
             writer.writerow([m, f"{row['ndcg@10']['mean']:.6f}", f"{row['recall@10']['mean']:.6f}"])
     print(text)
     publish_markdown("report", text)  # the comparison in the Prefect UI, beside the flow run
-    with tracking.stage_run("report", params.data.dataset_name, {"report": params.report.model_dump()}) as run:
-        run.log_metrics(slice_metrics(by_slice))
-        for path in (paths.COMPARISON, SLICES_JSON, SLICES_SVG):
-            run.log_artifact(str(path))
+    return by_slice
 
 
 if __name__ == "__main__":

@@ -15,13 +15,13 @@ def main(name: str) -> None:
     params = load_params()
     block = params.tokenizer(name)
     metrics = paths.METRICS_DIR / f"semantic_ids_{name}.json"
-    stats = as_flow(semantic_ids, name=f"semantic_ids@{name}")(block, paths.tokenizer_dir(name),
-                                                                 paths.semantic_ids_dir(name))
-    write_json(stats, metrics)
     section = {"data": params.data.model_dump(), "embed": params.embed.model_dump(),
                "tokenizer": block.model_dump(), "seed": params.seed}
     with tracking.stage_run(f"semantic_ids@{name}", params.data.dataset_name, section,
                             group=f"tokenizer:{name}") as run:
+        stats = as_flow(semantic_ids, name=f"semantic_ids@{name}")(block, paths.tokenizer_dir(name),
+                                                                     paths.semantic_ids_dir(name))
+        write_json(stats, metrics)
         run.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, (int, float, bool))})
         run.log_artifact(str(metrics))
 

@@ -133,7 +133,7 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
         first = dvc(["repro"], work, {**env, "PREFECT_API_URL": api})
         assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
         flows = {f["id"]: f["name"] for f in prefect_post(api, "flows/filter")}
-        runs = prefect_post(api, "flow_runs/filter")
+        runs = runs_in_prefect = prefect_post(api, "flow_runs/filter")
         completed = {r["name"] for r in runs if r["state_type"] == "COMPLETED"}
         tasks = [t["name"] for t in prefect_post(api, "task_runs/filter")]
         artifacts = {a["key"]: a for a in prefect_post(api, "artifacts/filter")}
@@ -195,7 +195,10 @@ def test_dvc_repro_runs_every_stage_then_nothing_and_edits_invalidate_only_their
     assert {"test_ndcg_at_10", "test_recall_at_10"} <= set(tiger_test.data.metrics)
     assert tiger_test.data.params["method.backbone.d_model"] == tiger.data.params["method.backbone.d_model"]
     assert "evaluate.batch_size" in tiger_test.data.params
-    assert tiger.info.end_time <= tiger_test.info.start_time  # each run spans its own stage
+    assert tiger.info.end_time <= tiger_test.info.start_time  # each run spans its own stage...
+    flow_seconds = {r["name"]: r["total_run_time"] for r in runs_in_prefect}
+    for stage in ("embed", "tokenize@rqvae", "train@tiger", "evaluate@tiger"):  # ...its work included
+        assert (runs[stage].info.end_time - runs[stage].info.start_time) / 1000 >= flow_seconds[stage], stage
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{work / 'mlruns.db'}")
