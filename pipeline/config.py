@@ -220,6 +220,9 @@ class EvaluateParams(_Strict):
 
 class ReportParams(_Strict):
     baseline: str = "tiger"  # reports/comparison.md: change and paired tests against this method
+    # resamples of the paired bootstrap intervals (BCa): 4,999 by default (pipeline/evaluation/comparison.py); fewer
+    # for a quick look, at intervals whose endpoints move more with the resampling seed
+    bootstrap_resamples: int = Field(4999, ge=99)
 
 
 class Params(_Strict):

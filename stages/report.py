@@ -132,7 +132,8 @@ def write_report(params) -> dict:
     if baseline not in methods:
         print(f"[report] baseline {baseline!r} has no results: no relative change or p-values")
         baseline = None
-    result = compare({m: [RESULTS / m / "ranks.parquet"] for m in methods}, baseline)
+    result = compare({m: [RESULTS / m / "ranks.parquet"] for m in methods}, baseline,
+                     resamples=params.report.bootstrap_resamples)
     records = {m: training_record(RESULTS / m) for m in methods}
     text = (f"# Test metrics, {params.data.dataset_name}\n\n{result['users']} users, leave-one-out, full ranking. "
             "One run per method (seeds: `scripts/seed_study.py`); trained: epochs run (best validation epoch, "

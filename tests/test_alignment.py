@@ -61,3 +61,41 @@ def test_rows_with_the_same_target_are_not_each_others_negatives():
     # unmasked, rows 0 and 1 count each other (cos 1) as a negative: log(1 + e^0 + e^(-1/t))
     unmasked = (2 * math.log(1 + 1 + math.exp(-1 / t)) + math.log1p(2 * math.exp(-1 / t))) / 3
     assert symmetric_info_nce(a, b, t).item() == pytest.approx(unmasked, rel=1e-5)
+
+
+def test_the_official_reductions_equal_the_official_formulas_on_a_fixed_tensor():
+    """loss_reductions: official (ETEGRec): KL by F.kl_div(batchmean) over batch x levels, both directions summed;
+    PSA's two InfoNCE directions summed; L_SQ as mean squared errors, the levels' terms averaged."""
+    import torch.nn.functional as F
+
+    from pipeline.models.etegrec.model import official_sq_loss
+    from pipeline.tokenizers.rqvae import RQVAE, RQVAEConfig
+
+    g = torch.Generator().manual_seed(3)
+    p, q = torch.randn(6, 3, 8, generator=g), torch.randn(6, 3, 8, generator=g)
+    lp, lq = F.log_softmax(p.reshape(-1, 8), -1), F.log_softmax(q.reshape(-1, 8), -1)
+    kl = F.kl_div(lp, lq, reduction="batchmean", log_target=True) + F.kl_div(lq, lp, reduction="batchmean",
+                                                                               log_target=True)
+    torch.testing.assert_close(symmetric_kl(p, q, levels="mean"), kl)
+    torch.testing.assert_close(symmetric_kl(p, q, levels="sum"), 3 * kl)  # the paper's sum over the 3 levels
+
+    a, b = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    sim = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / 0.07
+    target = torch.arange(6)
+    nce = F.cross_entropy(sim, target) + F.cross_entropy(sim.T, target)
+    torch.testing.assert_close(symmetric_info_nce(a, b, 0.07, directions="sum"), nce)
+    torch.testing.assert_close(symmetric_info_nce(a, b, 0.07), nce / 2)
+
+    torch.manual_seed(0)
+    config = RQVAEConfig(in_dim=6, hidden=[5], code_dim=4, levels=3, codebook_size=8, beta=0.25)
+    model = RQVAE(config)
+    x = torch.randn(10, 6, generator=g)
+    out = model(x)
+    residual, levels = model.encoder(x), []
+    for level in range(3):
+        book = model.codebooks[level]
+        quantised = book[torch.cdist(residual, book).argmin(1)]
+        levels.append(F.mse_loss(quantised, residual.detach()) + 0.25 * F.mse_loss(quantised.detach(), residual))
+        residual = residual - quantised
+    expected = F.mse_loss(model.decoder(out["r_hat"]), x) + torch.stack(levels).mean()
+    torch.testing.assert_close(official_sq_loss(out, x, config), expected)

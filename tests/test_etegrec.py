@@ -107,7 +107,7 @@ def check_ids_after_each_tokenizer_epoch(model: Etegrec, valid, seen: list):
     def end_of_epoch(epoch, phase):
         before = model.ids.clone()
         inner(epoch, phase)
-        if phase.name == "recommender":
+        if phase.name in ("recommender", "finetune"):
             assert torch.equal(model.ids, before)  # a recommender epoch keeps the IDs
             return
         assert_unique(model.ids.numpy())
@@ -145,7 +145,7 @@ def test_ids_are_rederived_unique_after_each_tokenizer_epoch_and_the_decoder_fol
     trainer.fit()
     tokenizer_phase = "tokenizer" if alternating else "joint"
     assert [r["phase"] for r in trainer.history] == (
-        ["tokenizer", "recommender"] * 2 + ["recommender"] * 2 if alternating else ["joint"] * 4 + ["recommender"] * 2)
+        ["tokenizer", "recommender"] * 2 + ["finetune"] * 2 if alternating else ["joint"] * 4 + ["finetune"] * 2)
     assert [(e, p) for e, p, _ in seen] == [(e, tokenizer_phase) for e in ([1, 3] if alternating else [1, 2, 3, 4])]
     assert max(share for *_, share in seen) > 0  # the IDs did move: the checks above were not vacuous
     logged = [r for r in trainer.history if "ids_changed" in r]
@@ -177,6 +177,40 @@ def test_the_tokenizer_is_frozen_once_its_ids_stop_changing(workspace):
         trainer.train_epoch()
         trainer.epoch += 1
     assert all(torch.equal(trained[k], v) for k, v in model.tokenizer.state_dict().items())
+
+
+def test_the_finetuning_phase_freezes_the_tokenizer_starts_a_fresh_optimizer_and_trains_on_l_rec(workspace):
+    from pipeline.data.splits import load_splits
+    from pipeline.training.trainer import Trainer
+
+    params = setup(workspace, {"etegrec": etegrec_block({"epochs": 5, "lr": 0.01}, tokenizer_lr=0.01, freeze_below=0.0,
+                                                        tokenizer_cycles=1, finetune_lr=0.002)})
+    torch.manual_seed(0)
+    model, _ = build_method(params, "etegrec")
+    splits = load_splits(paths.SEQUENCES_DIR)
+    trainer = Trainer(model, splits["train"], splits["valid"], params.method("etegrec").train, "out", seed=0,
+                      device="cpu", log=quiet)
+    assert [trainer.phase_at(e).name for e in range(5)] == ["tokenizer", "recommender"] + ["finetune"] * 3
+    cycles_optimizer, seen = trainer.optimizer, {}
+    begin = trainer.begin_restart
+
+    def begin_restart(phase, best_path):
+        begin(phase, best_path)
+        seen["optimizer"], seen["tokenizer"] = trainer.optimizer, {k: v.clone() for k, v in
+                                                                   model.tokenizer.state_dict().items()}
+        seen["ids"] = model.ids.clone()
+
+    trainer.begin_restart = begin_restart
+    trainer.fit()
+    assert seen["optimizer"] is not cycles_optimizer and trainer.restarted_at == 2
+    # every group of the fresh AdamW at the fine-tuning rate (the tokenizer's own rate is gone), no warm-up
+    assert {g["initial_lr"] for g in seen["optimizer"].param_groups} == {0.002}
+    assert 0 < trainer.history[2]["lr"] < 0.002
+    assert all(torch.equal(seen["tokenizer"][k], v) for k, v in model.tokenizer.state_dict().items())
+    assert torch.equal(model.ids, seen["ids"]) and bool(model.tokenizer_frozen)
+    finetuned = [r for r in trainer.history if r["phase"] == "finetune"]
+    assert all("loss_rec" in r and "loss_sia" not in r and "loss_psa" not in r for r in finetuned)
+    assert all("loss_sia" in r and "loss_psa" in r for r in trainer.history[:2])
 
 
 def test_the_model_folder_holds_the_final_ids_codebooks_and_tokenizer_and_evaluation_uses_them(workspace):

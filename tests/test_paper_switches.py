@@ -90,9 +90,9 @@ def test_the_paper_blocks_of_params_yaml_carry_their_switches():
     from pipeline.config import load_params
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    assert params.method("letter").backbone.get("loss_temperature", 1.0) != 1.0  # LETTER §3.3
-    assert params.method("letter_plain").backbone.get("loss_temperature", 1.0) == 1.0  # its ablation: plain loss
-    assert params.method("letter_plain").inputs == params.method("letter").inputs
+    assert params.method("letter").backbone.get("loss_temperature", 1.0) == 1.0  # LETTER's released scripts
+    assert params.method("letter_ranking_loss").backbone["loss_temperature"] < 1.0  # LETTER §3.3, tau < 1
+    assert params.method("letter_ranking_loss").inputs == params.method("letter").inputs
     assert params.method("decor").backbone.get("beam_width") == 50  # DECOR appendix
     for name in ("tiger", "discrec_t", "discrec_l"):  # plain cross-entropy (DiscRec's code), the list's width
         backbone = params.method(name).backbone

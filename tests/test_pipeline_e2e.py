@@ -29,6 +29,9 @@ TINY = {
     "tokenizers": {"rqvae": {"epochs": 3, "hidden": [64], "code_dim": 16},
                    "letter": {"epochs": 3, "hidden": [64], "code_dim": 16}},
     "methods": {"sasrec": {"train": {"epochs": 1, "samples_per_epoch": 512, "batch_size": 128}}},
+    # CI time: the test beam search over 8,317 users and the report's intervals are the tiny run's largest costs
+    "evaluate": {"beam_size": 10},
+    "report": {"bootstrap_resamples": 199},
 }
 TINY_GENERATIVE = {
     "backbone": {"d_model": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16, "d_ff": 64},

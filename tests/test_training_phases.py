@@ -1,11 +1,12 @@
 """Training phases in the one trainer: each phase trains only its parameters with its loss, phases repeat
 in order, the model acts between epochs; a model without phases trains as one phase."""
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from pipeline.config import TrainConfig
-from pipeline.models.base import Phase, Recommender
+from pipeline.models.base import Phase, Recommender, Restart
 from pipeline.training.trainer import Trainer
 from tests.test_tiger import pattern_split
 
@@ -88,3 +89,73 @@ def test_a_model_without_phases_trains_as_one_phase_of_every_parameter(tmp_path)
     assert [(p.name, p.epochs, p.loss, p.trains) for p in trainer.phases] == [("train", 2, "loss", None)]
     trainer.fit()
     assert "phase" not in trainer.history[0]
+
+
+class WithFinetune(TwoPart):
+    """Two epochs of phase "a", then a restarting phase "ft" (ETEGRec's fine-tuning) on ``b`` to the end."""
+
+    def phases(self, epochs):
+        return [Phase("a", 2, "loss", lambda name: name.startswith("a.")),
+                Phase("ft", epochs - 2, "loss_b", lambda name: name.startswith("b."),
+                      restart=Restart(lr=0.01, weight_decay=0.0, warmup_steps=0))]
+
+
+def finetune_trainer(tmp_path, **settings) -> tuple[WithFinetune, Trainer]:
+    torch.manual_seed(0)
+    model = WithFinetune()
+    cfg = TrainConfig(batch_size=64, lr=0.05, warmup_steps=0, eval_every=1, beam_size=10, patience=10, **settings)
+    return model, Trainer(model, pattern_split(20), pattern_split(5, start=5), cfg, tmp_path, seed=0, device="cpu",
+                          log=lambda *_: None)
+
+
+def test_a_restarting_phase_starts_a_fresh_optimizer_from_the_best_weights_and_is_not_repeated(tmp_path):
+    from safetensors.torch import load_file
+
+    model, trainer = finetune_trainer(tmp_path, epochs=5)
+    assert [trainer.phase_at(e).name for e in range(5)] == ["a", "a", "ft", "ft", "ft"]
+    first_optimizer = trainer.optimizer
+    seen = {}
+    original = trainer.begin_restart
+
+    def spy(phase, best_path):
+        seen["best_a"] = load_file(str(best_path))["a.weight"].clone()
+        with torch.no_grad():
+            model.a.weight.add_(1.0)  # the current weights are not the best ones
+        original(phase, best_path)
+        seen["a_after_restart"] = model.a.weight.detach().clone()
+        seen["state"] = dict(trainer.optimizer.state)
+
+    trainer.begin_restart = spy
+    trainer.fit()
+    assert trainer.optimizer is not first_optimizer and seen["state"] == {}  # no Adam moments carried over
+    assert trainer.restarted_at == 2
+    assert torch.equal(seen["a_after_restart"], seen["best_a"])  # from the best validated weights
+    assert torch.equal(model.a.weight.detach(), seen["best_a"])  # the restarted phase trains only b
+    # the fresh schedule: its own learning rate, no warm-up, cosine over the 3 epochs left (1 step per epoch)
+    lrs = [row["lr"] for row in trainer.history]
+    assert lrs[2] < 0.01 and lrs[2] > lrs[3] > lrs[4] and lrs[4] == 0.0
+    assert [row["phase"] for row in trainer.history] == ["a", "a", "ft", "ft", "ft"]
+    assert trainer.best_epoch >= 3  # a fresh best score: the fine-tuned weights are the ones kept
+
+
+def test_a_run_interrupted_in_the_restarted_phase_resumes_to_the_same_weights(tmp_path):
+    model, trainer = finetune_trainer(tmp_path / "full", epochs=5)
+    trainer.fit()
+    full = {k: v.clone() for k, v in model.state_dict().items()}
+
+    _, first = finetune_trainer(tmp_path / "cut", epochs=5)
+    save_last = first.save_last
+
+    def killed_after_epoch_4():  # the process dies once the restarted phase's second epoch is checkpointed
+        save_last()
+        if first.epoch == 4:
+            raise KeyboardInterrupt
+
+    first.save_last = killed_after_epoch_4
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    again, resumed = finetune_trainer(tmp_path / "cut", epochs=5)
+    resumed.fit()
+    assert resumed.restarted_at == 2
+    assert all(torch.equal(full[k], v) for k, v in again.state_dict().items())
+    assert [row["lr"] for row in resumed.history] == [row["lr"] for row in trainer.history]

@@ -43,7 +43,7 @@ def run_metrics(ranks: np.ndarray) -> dict[str, float]:
     return out
 
 
-def compare(runs: dict[str, list[Path]], baseline: str | None) -> dict:
+def compare(runs: dict[str, list[Path]], baseline: str | None, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
     """{method: [ranks.parquet per seed]} -> per method: mean/std/per-seed of each metric and, against ``baseline``,
     the change of NDCG@10 with its paired bootstrap interval and the Holm-adjusted paired tests
     (:func:`against_baseline`)."""
@@ -69,14 +69,15 @@ def compare(runs: dict[str, list[Path]], baseline: str | None) -> dict:
         per_method[method]["runs"] = len(files)
     result = {"baseline": baseline, "users": 0 if users_ref is None else int(len(users_ref)), "methods": per_method}
     if baseline is not None and baseline in per_method:
-        against_baseline(per_method, user_ndcg, baseline)
+        against_baseline(per_method, user_ndcg, baseline, resamples=resamples)
         result["comparisons"] = len(per_method) - 1
-        result["bootstrap"] = {"resamples": BOOTSTRAP_RESAMPLES, "confidence": CONFIDENCE, "method": "BCa",
+        result["bootstrap"] = {"resamples": resamples, "confidence": CONFIDENCE, "method": "BCa",
                                "seed": BOOTSTRAP_SEED}
     return result
 
 
-def against_baseline(per_method: dict, user_ndcg: dict[str, np.ndarray], baseline: str, alpha: float = 0.05) -> None:
+def against_baseline(per_method: dict, user_ndcg: dict[str, np.ndarray], baseline: str, alpha: float = 0.05,
+                     resamples: int = BOOTSTRAP_RESAMPLES) -> None:
     """Fill each method's row with its per-user NDCG@10 against ``baseline``'s: the relative change, the mean
     difference and both with their paired bootstrap interval (:func:`paired_bootstrap`), the paired t-test and
     Wilcoxon p-values, raw and Holm-adjusted over the table's comparisons (:func:`holm`), and the change a
@@ -88,7 +89,7 @@ def against_baseline(per_method: dict, user_ndcg: dict[str, np.ndarray], baselin
         if method == baseline:
             row["paired_t_p"] = row["wilcoxon_p"] = float("nan")
             continue
-        row.update(paired_bootstrap(user_ndcg[method], user_ndcg[baseline]))
+        row.update(paired_bootstrap(user_ndcg[method], user_ndcg[baseline], resamples))
         row["paired_t_p"], row["wilcoxon_p"] = paired_tests(user_ndcg[method], user_ndcg[baseline])
         diff = user_ndcg[method] - user_ndcg[baseline]
         if diff.any():
@@ -118,7 +119,7 @@ def _means_difference_and_ratio(a: np.ndarray, b: np.ndarray, axis: int = -1) ->
         return np.stack([mean_a - mean_b, mean_a / mean_b - 1.0])
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray) -> dict:
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
     """The mean difference of per-user ``a`` and ``b`` and their relative change mean(a) / mean(b) - 1, each with
     its paired bootstrap confidence interval over users (``scipy.stats.bootstrap``, BCa, Efron and Tibshirani 1993,
     ch. 14): users are resampled with their pair of values. Every comparison draws from a generator seeded with
@@ -132,7 +133,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray) -> dict:
     with warnings.catch_warnings():  # a resample whose baseline mean is 0 has no ratio: its interval is NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         interval = stats.bootstrap((a, b), _means_difference_and_ratio, paired=True, vectorized=True,
-                                   n_resamples=BOOTSTRAP_RESAMPLES, batch=BOOTSTRAP_BATCH,
+                                   n_resamples=resamples, batch=BOOTSTRAP_BATCH,
                                    confidence_level=CONFIDENCE, method="BCa",
                                    rng=np.random.default_rng(BOOTSTRAP_SEED)).confidence_interval
     low, high = np.asarray(interval.low, dtype=float), np.asarray(interval.high, dtype=float)

@@ -99,13 +99,27 @@ class EpochSums:
 
 
 @dataclass(frozen=True)
+class Restart:
+    """What a phase starts afresh (ETEGRec's fine-tuning, the official trainer's ``finetune``): a new AdamW at
+    ``lr`` / ``weight_decay`` with its own warm-up and cosine schedule over the epochs left in the budget, and a
+    new early-stopping count and best score; ``from_best``: from the best validated weights so far."""
+    lr: float
+    weight_decay: float
+    warmup_steps: int = 0
+    from_best: bool = True
+
+
+@dataclass(frozen=True)
 class Phase:
     """A stretch of training: ``epochs`` epochs of ``loss`` (a method name of the model) on the parameters
-    whose names ``trains`` accepts (all when None). A model's phases repeat in order up to train.epochs."""
+    whose names ``trains`` accepts (all when None). A model's phases repeat in order up to train.epochs.
+    ``restart``: the phase begins with a fresh optimizer and schedule (``Restart``), once, at its first epoch;
+    a model's phases with a restart are its last ones, not repeated."""
     name: str
     epochs: int
     loss: str = "loss"
     trains: Callable[[str], bool] | None = None
+    restart: Restart | None = None
 
 
 class Recommender(nn.Module):

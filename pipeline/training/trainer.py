@@ -6,7 +6,10 @@ A model may train in phases (``Recommender.phases``: which parameters, which los
 repeated in order) and act between epochs (``Recommender.end_of_epoch``); one optimizer serves all
 phases, and parameters outside the current phase get no gradient, so AdamW leaves them untouched. A model
 may replace a scheduled phase from its own state (``Recommender.current_phase``) and give parts of itself
-their own learning rate (``Recommender.optimizer_settings``).
+their own learning rate (``Recommender.optimizer_settings``). A phase may restart the optimization
+(``Phase.restart``: ETEGRec's fine-tuning): at its first epoch, from the best weights so far, a fresh AdamW and
+schedule over the epochs left, and a fresh best score and early-stopping count; the restart is recorded in the
+"last" checkpoint, so a resumed run rebuilds the same optimizer before loading its state.
 
 The training split lives on the training device (``DeviceSplit``) and every batch is cut there; the loss
 is summed on the device and read once per epoch, so a step needs no host sync. ``train.compile`` compiles
@@ -41,7 +44,7 @@ from pipeline.data.splits import DeviceSplit, Split
 from pipeline.evaluation.metrics import ranking_metrics
 from pipeline.evaluation.ranking import rank_split
 from pipeline.io import atomic_dir, write_json
-from pipeline.models.base import Phase, Recommender
+from pipeline.models.base import Phase, Recommender, Restart
 from pipeline.models.folder import load_weights, save_weights
 from pipeline.orchestration.flows import as_task
 from pipeline.runtime import distributed
@@ -104,13 +107,15 @@ def make_optimizer(model: Recommender, trainable: dict[str, torch.nn.Parameter],
                              lr=config.lr, fused=device.type == "cuda")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, n_train: int, compiled: bool):
-    """The learning-rate schedule over the whole budget (train.epochs of this many optimizer steps each)."""
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, n_train: int, compiled: bool,
+                   epochs: int | None = None):
+    """The learning-rate schedule over the whole budget (train.epochs of this many optimizer steps each), or over
+    ``epochs`` (a restarted phase's: the epochs left)."""
     per_epoch = min(n_train, config.samples_per_epoch or n_train)
     steps_per_epoch = math.ceil(per_epoch / config.batch_size)
     if compiled and steps_per_epoch > 1 and per_epoch % config.batch_size:
         steps_per_epoch -= 1  # the incomplete batch a compiled epoch drops (epoch_batches)
-    total = steps_per_epoch * config.epochs
+    total = steps_per_epoch * (config.epochs if epochs is None else epochs)
     if config.schedule == "cosine":
         return get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, total), total)
     if config.schedule == "inverse_sqrt":
@@ -169,6 +174,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, config, len(train), self.compiled)
         self.epoch, self.best, self.best_epoch, self.bad_evals, self.history = 0, -1.0, 0, 0, []
         self.checkpointed = 0  # the epoch of the "last" checkpoint on disk (0: none yet)
+        self.restarted_at: int | None = None  # the 0-based epoch a restarting phase began at (Phase.restart)
         self.eval_idx = validation_subset(len(valid), config.max_eval_samples, seed)
 
     # ----- checkpoints --------------------------------------------------------------------------------
@@ -183,6 +189,7 @@ class Trainer:
             save_file(opt_tensors or {"_empty": torch.zeros(1)}, str(tmp / "optimizer.safetensors"))
             write_json({"fingerprint": self.fingerprint, "epoch": self.epoch, "best": self.best,
                         "best_epoch": self.best_epoch, "bad_evals": self.bad_evals, "history": self.history,
+                        "restarted_at": self.restarted_at,
                         "scheduler": self.scheduler.state_dict(), "optimizer": opt_scalars,
                         "torch_rng": torch.get_rng_state().tolist()}, tmp / "state.json")
         self.checkpointed = self.epoch
@@ -196,6 +203,8 @@ class Trainer:
             self.log("found a checkpoint of different settings or inputs: starting from scratch")
             return False
         load_weights(self.model, self.last_dir / "model.safetensors")
+        if state.get("restarted_at") is not None:  # the restarted phase's optimizer and schedule, then their state
+            self._restart_optimizer(self.phase_at(state["restarted_at"]), state["restarted_at"])
         opt_tensors = load_file(str(self.last_dir / "optimizer.safetensors"))
         opt_tensors.pop("_empty", None)
         self.optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, state["optimizer"]))
@@ -225,8 +234,11 @@ class Trainer:
             raise
 
     def phase_at(self, epoch: int) -> Phase:
-        """The phase of 0-based ``epoch``: the model's phases in order, repeated."""
+        """The phase of 0-based ``epoch``: the model's phases in order, repeated (a restarting phase, which ends
+        the model's phases, is not repeated: it lasts to the end of the budget)."""
         cycle = sum(ph.epochs for ph in self.phases)
+        if self.phases[-1].restart is not None and epoch >= cycle - self.phases[-1].epochs:
+            return self.phases[-1]
         left = epoch % cycle
         for phase in self.phases:
             if left < phase.epochs:
@@ -348,6 +360,30 @@ class Trainer:
                                 task_run_name=lambda: f"validate epoch {self.epoch}")
         return epoch_task, validate_task
 
+    def _restart_optimizer(self, phase: Phase, epoch: int) -> None:
+        """A fresh AdamW over the phase's parameters at its restart's learning rate and weight decay (ETEGRec's
+        tokenizer, frozen while fine-tuning, has no group in it), and its schedule over the epochs left."""
+        restart: Restart = phase.restart
+        config = self.cfg.model_copy(update={"lr": restart.lr, "weight_decay": restart.weight_decay,
+                                             "warmup_steps": restart.warmup_steps})
+        trained = {n: p for n, p in self.trainable.items() if phase.trains is None or phase.trains(n)}
+        self.optimizer = make_optimizer(self.model, trained, config, self.device)
+        self.scheduler = make_scheduler(self.optimizer, config, len(self.train_split), self.compiled,
+                                        epochs=self.cfg.epochs - epoch)
+        self.restarted_at = epoch
+
+    def begin_restart(self, phase: Phase, best_path: Path) -> None:
+        """Enter ``phase``'s restart: the best weights so far (``from_best``), a fresh optimizer and schedule,
+        a fresh best score and early-stopping count (the official ETEGRec ``finetune``)."""
+        restart = phase.restart
+        if restart.from_best and best_path.exists():
+            load_weights(self.model, best_path)
+        self._restart_optimizer(phase, self.epoch)
+        self.best, self.best_epoch, self.bad_evals = -1.0, 0, 0
+        self.log(f"{phase.name}: from the {'best' if restart.from_best else 'current'} weights, a fresh optimizer "
+                 f"(lr {restart.lr:g}, weight decay {restart.weight_decay:g}, warm-up {restart.warmup_steps} steps) "
+                 f"over the {self.cfg.epochs - self.epoch} epochs left")
+
     def _rank0_decision(self, out_of_time: bool) -> bool:
         """Rank 0's best score, epoch, count of bad evaluations and time-budget verdict, on every process."""
         decision = torch.tensor([self.best, self.best_epoch, self.bad_evals, float(out_of_time)],
@@ -370,6 +406,8 @@ class Trainer:
         while self.epoch < self.cfg.epochs and self.bad_evals < self.cfg.patience and not out_of_time:
             t0 = time.perf_counter()
             phase = self.model.current_phase(self.phase_at(self.epoch))
+            if phase.restart is not None and self.restarted_at is None:
+                self.begin_restart(phase, best_path)
             loss = epoch_task(phase)
             self.epoch += 1
             self.model.end_of_epoch(self.epoch, phase)

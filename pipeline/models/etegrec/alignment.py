@@ -29,20 +29,27 @@ def code_logits(residuals: torch.Tensor, codebooks: torch.Tensor, sign: float = 
     return sign * distances
 
 
-def symmetric_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
-    """sum over levels of KL(P || Q) + KL(Q || P), averaged over the batch; logits (B, L, K)."""
+def symmetric_kl(logits_p: torch.Tensor, logits_q: torch.Tensor, levels: str = "sum") -> torch.Tensor:
+    """KL(P || Q) + KL(Q || P) per level, summed (``levels="sum"``: the paper's sum over levels) or averaged
+    (``"mean"``: the official code's batchmean over batch x levels) over the levels, averaged over the batch;
+    logits (B, L, K)."""
     log_p = F.log_softmax(logits_p.float(), dim=-1)
     log_q = F.log_softmax(logits_q.float(), dim=-1)
     p, q = log_p.exp(), log_q.exp()
     per_level = (p * (log_p - log_q)).sum(-1) + (q * (log_q - log_p)).sum(-1)  # (B, L)
-    return per_level.sum(-1).mean()
+    if levels not in ("sum", "mean"):
+        raise ValueError(f"levels must be 'sum' or 'mean', got {levels!r}")
+    return (per_level.sum(-1) if levels == "sum" else per_level.mean(-1)).mean()
 
 
 def symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float,
-                       ids: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of InfoNCE(a -> b) and InfoNCE(b -> a) over the batch: row i of ``a`` should pick row i of ``b``
-    among the batch's rows by cosine similarity / temperature. ``ids`` (B,): rows with the same id (the same
-    target item twice in a batch) are not negatives of each other."""
+                       ids: torch.Tensor | None = None, directions: str = "mean") -> torch.Tensor:
+    """Mean (``directions="mean"``) or sum (``"sum"``: the official ETEGRec code) of InfoNCE(a -> b) and
+    InfoNCE(b -> a) over the batch: row i of ``a`` should pick row i of ``b`` among the batch's rows by cosine
+    similarity / temperature. ``ids`` (B,): rows with the same id (the same target item twice in a batch) are
+    not negatives of each other."""
+    if directions not in ("sum", "mean"):
+        raise ValueError(f"directions must be 'sum' or 'mean', got {directions!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     sim = F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T / temperature  # (B, B)
@@ -50,4 +57,5 @@ def symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float,
         duplicate = (ids[:, None] == ids[None, :]) & ~torch.eye(len(ids), dtype=torch.bool, device=ids.device)
         sim = sim.masked_fill(duplicate, float("-inf"))
     target = torch.arange(sim.shape[0], device=sim.device)
-    return 0.5 * (F.cross_entropy(sim, target) + F.cross_entropy(sim.T, target))
+    both = F.cross_entropy(sim, target) + F.cross_entropy(sim.T, target)
+    return both if directions == "sum" else 0.5 * both

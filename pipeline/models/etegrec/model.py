@@ -19,6 +19,18 @@ Tokenization", SIGIR 2025): TIGER's recommender and its RQ-VAE tokenizer trained
   re-derived (RQ codes plus TIGER's collision token: deterministic and unique) and the prefix index
   rebuilt. After ``tokenizer_cycles`` cycles, or once a re-derivation changes fewer than
   ``freeze_below`` of the IDs, the tokenizer is frozen for good and the recommender trains on.
+- **Fine-tuning** (paper §4.2.4 and §5.5: the recommender trained to convergence on the frozen tokenizer's
+  IDs; the official trainer's ``finetune``): the epochs of the budget left after the cycles are one phase
+  that starts from the best validated weights with a fresh AdamW (``finetune_lr``, ``finetune_weight_decay``,
+  its own cosine schedule without warm-up), a fresh best score and early stopping, on ``L_REC`` alone.
+  ``finetune: false`` trains those epochs as recommender epochs of the cycles (with the alignment terms, in
+  the shared optimizer).
+- **Loss reductions** (``loss_reductions``): ``official`` weighs the terms as the official code does: ``L_SQ``
+  as means over dimensions (the reconstruction's squared error averaged over the item vector's dimensions,
+  each level's codebook and commitment terms averaged over the code's and then over the levels), the SIA KL
+  averaged over levels and PSA's two InfoNCE directions summed; ``sum`` is the paper's written norms: squared
+  norms summed over dimensions and levels (the RQ-VAE stage's own loss), the KL summed over levels and the
+  two directions averaged. At the paper's weights the alignment terms are ~in_dim times weaker under ``sum``.
 - **Ablations of Table 4** as switches: ``sia_weight: 0`` (w/o SIA), ``psa_weight: 0`` (w/o PSA),
   ``alternating: false`` (joint updates of both every step, ``L_REC + L_SQ + mu L_SIA + lambda L_PSA``, IDs
   re-derived after each such epoch), ``end_to_end: false`` (tokenizer frozen from the start).
@@ -36,7 +48,7 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from pipeline.models.base import READS_SEMANTIC_IDS, READS_TOKENIZER, EpochSums, ModelInputs, Phase
+from pipeline.models.base import READS_SEMANTIC_IDS, READS_TOKENIZER, EpochSums, ModelInputs, Phase, Restart
 from pipeline.models.etegrec.alignment import code_logits, symmetric_info_nce, symmetric_kl
 from pipeline.models.folder import load_model
 from pipeline.models.tiger.model import Tiger, TigerConfig, code_tokens
@@ -53,7 +65,10 @@ class EtegrecConfig(TigerConfig):
     tokenizer: dict = Field(default_factory=dict)
     sia_weight: float = Field(3e-4, ge=0)  # mu: paper §5.5, best 3e-4 (1e-3 on Game) of {5e-3, 1e-3, 5e-4, 3e-4, 1e-4}
     psa_weight: float = Field(1e-4, ge=0)  # lambda: paper §5.5, best 1e-4 of the same grid
-    temperature: float = Field(0.1, gt=0)  # tau of the PSA InfoNCE: not given in the paper (our choice)
+    temperature: float = Field(0.07, gt=0)  # tau of the PSA InfoNCE: not given in the paper; the official code's 0.07
+    # official: the official code's means (L_SQ over dimensions and levels, KL over levels, PSA's two directions
+    # summed) | sum: the paper's squared norms summed over dimensions and levels, the KL summed over levels
+    loss_reductions: Literal["official", "sum"] = "official"
     # paper: softmax(-||v - e||^2) | official: the official code's softmax(+||v - e||^2)
     sia_sign: Literal["paper", "official"] = "paper"
     # C: paper §5.5 tunes C in {2, 4}; at least 2: one tokenizer epoch, then recommender epochs
@@ -74,6 +89,13 @@ class EtegrecConfig(TigerConfig):
     tokenizer_precision: Literal["fp32", "train"] = "fp32"
     alternating: bool = True  # false: joint updates every step (Table 4, "w/o AO")
     end_to_end: bool = True  # false: the tokenizer stays frozen from the start (Table 4, "w/o ETE")
+    # The epochs after the cycles: a fine-tuning phase with a fresh optimizer (the official trainer's finetune:
+    # AdamW lr 5e-4, the framework's weight decay, cosine without warm-up, generation loss only) | false: more
+    # recommender epochs of the cycles
+    finetune: bool = True
+    finetune_lr: float = Field(5e-4, gt=0)
+    finetune_weight_decay: float = Field(0.05, ge=0)
+    finetune_warmup_steps: Annotated[int, Field(strict=True, ge=0)] = 0
 
 
 def is_tokenizer(name: str) -> bool:
@@ -174,10 +196,15 @@ class Etegrec(Tiger):
             cycle = [Phase("joint", c.cycle_epochs, "joint_loss", None)]
         scheduled = cycle * c.tokenizer_cycles
         rest = epochs - c.tokenizer_cycles * c.cycle_epochs
-        return scheduled + ([recommender(rest)] if rest > 0 else [])
+        if rest <= 0:
+            return scheduled
+        if c.finetune:
+            return scheduled + [Phase("finetune", rest, "finetune_loss", is_recommender,
+                                      restart=Restart(c.finetune_lr, c.finetune_weight_decay, c.finetune_warmup_steps))]
+        return scheduled + [recommender(rest)]
 
     def current_phase(self, scheduled: Phase) -> Phase:
-        if bool(self.tokenizer_frozen) and scheduled.name != "recommender":  # converged: recommender only
+        if bool(self.tokenizer_frozen) and scheduled.name in ("tokenizer", "joint"):  # converged: recommender only
             return Phase("recommender", scheduled.epochs, "recommender_loss", is_recommender)
         return scheduled
 
@@ -191,6 +218,8 @@ class Etegrec(Tiger):
     def end_of_epoch(self, epoch: int, phase: Phase) -> None:
         if phase.name in ("tokenizer", "joint"):
             self._id_stats = self.refresh_ids()
+        elif phase.name == "finetune":
+            self.tokenizer_frozen.fill_(True)  # for good: its IDs are the ones the fine-tuned weights read
 
     def epoch_diagnostics(self) -> dict[str, float]:
         sums = self._sums.take()
@@ -242,13 +271,14 @@ class Etegrec(Tiger):
                 pooled = (encoded.float() * mask).sum(1) / mask.sum(1).clamp(min=1)
                 z_seq = self.sequence_projection(pooled)
                 out["sia"] = symmetric_kl(self.code_distribution_logits(self.tokenizer.encoder(item_vectors)),
-                                          self.code_distribution_logits(self.tokenizer.encoder(z_seq)))
+                                          self.code_distribution_logits(self.tokenizer.encoder(z_seq)),
+                                          levels="mean" if self._official else "sum")
             if self.config.psa_weight > 0:
                 if reconstruction is None:
                     reconstruction = self.tokenizer(item_vectors)["z_hat"]
                 preference = self.preference_projection(decoded[:, 0].float())
                 out["psa"] = symmetric_info_nce(preference, reconstruction.float(), self.config.temperature,
-                                                ids=batch["target"])
+                                                ids=batch["target"], directions="sum" if self._official else "mean")
         return out
 
     def _weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -262,12 +292,21 @@ class Etegrec(Tiger):
     def _aligned(self) -> bool:
         return self.config.sia_weight > 0 or self.config.psa_weight > 0
 
+    @property
+    def _official(self) -> bool:
+        return self.config.loss_reductions == "official"
+
     def _quantise(self, vectors: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The tokenizer's forward pass of a tokenizer or joint epoch, in ``tokenizer_precision``."""
+        """The tokenizer's forward pass of a tokenizer or joint epoch, in ``tokenizer_precision``, with ``loss``
+        L_SQ in ``loss_reductions``."""
         if self.config.tokenizer_precision == "train":  # whatever autocast the trainer opened
-            return self.tokenizer(vectors)
-        with torch.autocast(vectors.device.type, enabled=False):  # item_vectors are float32
-            return self.tokenizer(vectors)
+            out = self.tokenizer(vectors)
+        else:
+            with torch.autocast(vectors.device.type, enabled=False):  # item_vectors are float32
+                out = self.tokenizer(vectors)
+        if self._official:
+            out = {**out, "loss": official_sq_loss(out, vectors, self.tokenizer.config)}
+        return out
 
     # ----- the losses of the phases ---------------------------------------------------------------
     def recommender_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -294,6 +333,13 @@ class Etegrec(Tiger):
         self._record(len(vectors), sq=quantised["loss"], **terms)
         return quantised["loss"] + self._weighted(terms)
 
+    def finetune_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The fine-tuning phase's loss: L_REC alone (the official ``finetune`` weighs every other term 0)."""
+        logits = self.logits(batch)
+        rec = self.generation_loss(logits, batch["labels"])
+        self._record(len(logits), rec=rec)
+        return rec
+
     def joint_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Table 4's "w/o alternating optimisation": both parts updated every step on
         L_REC + L_SQ + mu L_SIA + lambda L_PSA."""
@@ -308,6 +354,15 @@ class Etegrec(Tiger):
     def exports(self) -> dict[str, torch.Tensor]:
         # the trained codebooks beside the IDs (the tokenizer's other weights are in best.safetensors)
         return {"codebooks": self.tokenizer.codebooks.detach()}
+
+
+def official_sq_loss(out: dict[str, torch.Tensor], vectors: torch.Tensor, config: RQVAEConfig) -> torch.Tensor:
+    """L_SQ as the official code reduces it: the reconstruction's squared error averaged over the batch and the
+    item vector's dimensions, plus each level's codebook and commitment squared errors averaged over the batch and
+    the code's dimensions, then over the levels. ``out`` is the RQ-VAE's forward pass, whose ``rq_loss`` sums each
+    level's per-item squared norms (batch mean) over the levels: dividing by e x L gives the official mean."""
+    recon = (vectors.float() - out["z_hat"].float()).pow(2).mean()
+    return recon + out["rq_loss"] / (config.code_dim * config.levels)
 
 
 def tokenizer_from_folder(folder) -> RQVAE:
